@@ -1,0 +1,1 @@
+//! writ-audit (being built).

@@ -1,0 +1,1 @@
+//! writ-identity (being built).

@@ -1,0 +1,1 @@
+//! writ-policy (being built).

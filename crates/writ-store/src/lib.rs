@@ -1,0 +1,1 @@
+//! writ-store (being built).

@@ -1,0 +1,1 @@
+//! writ-vault (being built).
