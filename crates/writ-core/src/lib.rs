@@ -1,1 +1,16 @@
-//! writ-core (being built).
+//! The vocabulary every other Writ crate speaks: identifiers, timestamps, the audit entry, and
+//! RFC 8785 canonical JSON.
+//!
+//! This crate is pure: no I/O, no async runtime, no database. It defines what an audit entry *is*
+//! and the exact bytes that enter the Merkle tree (an entry's canonical JSON), so that the writer
+//! (`writ-store`) and every verifier agree on them without sharing any other code.
+
+pub mod canonical;
+pub mod entry;
+pub mod id;
+pub mod time;
+
+pub use canonical::{CanonicalError, canonicalize, canonicalize_str, parse_strict};
+pub use entry::{AuditEntry, EntryError, EntryKind, MAX_ENTRY_BYTES, NewEntry};
+pub use id::{ActionId, IdError};
+pub use time::{Timestamp, TimestampError};
