@@ -159,6 +159,67 @@ impl NewEntry {
     }
 }
 
+impl NewEntry {
+    /// Canonicalises everything but the sequence number and time, so that the log's single
+    /// writer only has to append those two fields and hash.
+    ///
+    /// This relies on RFC 8785 member order: `action_id < actor < kind < payload < seq < time`, so
+    /// `seq` and `time` are always the last two members. A test pins the equivalence with
+    /// [`AuditEntry::canonical_bytes`].
+    pub fn prepare(self) -> Result<PreparedEntry, EntryError> {
+        self.validate()?;
+        let mut head = serde_json::Map::new();
+        head.insert(
+            "action_id".into(),
+            Value::String(self.action_id.as_str().to_owned()),
+        );
+        if let Some(actor) = &self.actor {
+            head.insert("actor".into(), Value::String(actor.clone()));
+        }
+        head.insert("kind".into(), Value::String(self.kind.as_str().to_owned()));
+        head.insert("payload".into(), self.payload.clone());
+        let mut prefix = canonical::canonicalize(&Value::Object(head))?;
+        prefix.pop(); // the closing brace
+        prefix.push_str(",\"seq\":");
+        // seq (≤ 20 digits) + time (27 characters) + punctuation.
+        let len = prefix.len() + 60;
+        if len > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(len));
+        }
+        Ok(PreparedEntry {
+            entry: self,
+            prefix,
+        })
+    }
+}
+
+/// A validated entry whose canonical bytes only lack the sequence number and time.
+#[derive(Clone, Debug)]
+pub struct PreparedEntry {
+    entry: NewEntry,
+    prefix: String,
+}
+
+impl PreparedEntry {
+    pub fn entry(&self) -> &NewEntry {
+        &self.entry
+    }
+
+    /// The canonical bytes of this entry once sequenced at `seq` and `time`.
+    pub fn canonical_bytes(&self, seq: u64, time: Timestamp) -> Vec<u8> {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(self.prefix.len() + 48);
+        out.push_str(&self.prefix);
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{seq},\"time\":\"{time}\"}}");
+        out.into_bytes()
+    }
+
+    pub fn into_entry(self, seq: u64, time: Timestamp) -> AuditEntry {
+        self.entry.sequence(seq, time)
+    }
+}
+
 /// One committed step of one action. Its Merkle leaf is [`AuditEntry::canonical_bytes`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +359,32 @@ mod tests {
             assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
         }
         assert!("Requested".parse::<EntryKind>().is_err());
+    }
+
+    #[test]
+    fn prepared_bytes_equal_canonical_bytes() {
+        let time = Timestamp::parse("2026-11-24T10:00:00.25Z").unwrap();
+        let payloads = [
+            json!(null),
+            json!({"b": [1, 2.5, "\u{1F600}"], "a": {}}),
+            json!("x"),
+        ];
+        for actor in [None, Some("agent:bot".to_owned())] {
+            for payload in &payloads {
+                for seq in [0, 7, 9_007_199_254_740_991] {
+                    let new = NewEntry::new(
+                        ActionId::new("act_2").unwrap(),
+                        EntryKind::Executed,
+                        actor.clone(),
+                        payload.clone(),
+                    )
+                    .unwrap();
+                    let prepared = new.clone().prepare().unwrap();
+                    let expected = new.sequence(seq, time).canonical_bytes().unwrap();
+                    assert_eq!(prepared.canonical_bytes(seq, time), expected);
+                }
+            }
+        }
     }
 
     #[test]

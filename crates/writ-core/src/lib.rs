@@ -11,6 +11,6 @@ pub mod id;
 pub mod time;
 
 pub use canonical::{CanonicalError, canonicalize, canonicalize_str, parse_strict};
-pub use entry::{AuditEntry, EntryError, EntryKind, MAX_ENTRY_BYTES, NewEntry};
+pub use entry::{AuditEntry, EntryError, EntryKind, MAX_ENTRY_BYTES, NewEntry, PreparedEntry};
 pub use id::{ActionId, IdError};
 pub use time::{Timestamp, TimestampError};

@@ -21,6 +21,9 @@ pub enum TimestampError {
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+
     pub fn now() -> Self {
         let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
         Timestamp((nanos / 1000) as i64)
