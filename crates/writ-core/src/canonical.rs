@@ -159,6 +159,234 @@ fn check_numbers(value: &Value) -> Result<(), CanonicalError> {
     }
 }
 
+/// Checks that `text` is exactly the canonical form of the JSON value it encodes, without
+/// building the value: one pass, no allocation except for keys with escapes.
+///
+/// Equivalent to `canonicalize_str(text) == Ok(text)` (a property test holds it to that), and
+/// several times faster, which is what lets `writ audit verify` check every stored entry.
+pub fn check_canonical(text: &str) -> Result<(), CanonicalError> {
+    let mut checker = Checker {
+        b: text.as_bytes(),
+        text,
+        i: 0,
+        depth: 0,
+    };
+    checker.value()?;
+    if checker.i != checker.b.len() {
+        return Err(checker.fail("trailing characters"));
+    }
+    Ok(())
+}
+
+/// serde_json's nesting limit, so that both paths accept the same documents.
+const MAX_DEPTH: u32 = 128;
+
+struct Checker<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    i: usize,
+    depth: u32,
+}
+
+impl<'a> Checker<'a> {
+    fn fail(&self, what: &str) -> CanonicalError {
+        CanonicalError::Syntax(format!("not canonical at byte {}: {what}", self.i))
+    }
+
+    fn peek(&self) -> Result<u8, CanonicalError> {
+        self.b
+            .get(self.i)
+            .copied()
+            .ok_or_else(|| self.fail("unexpected end"))
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), CanonicalError> {
+        if self.peek()? != c {
+            return Err(self.fail(&format!("expected {:?}", c as char)));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    fn value(&mut self) -> Result<(), CanonicalError> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(self.fail("expected a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), CanonicalError> {
+        if self.b[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.fail("bad literal"))
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), CanonicalError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.fail("nested too deeply"));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    fn object(&mut self) -> Result<(), CanonicalError> {
+        self.enter()?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        let mut previous: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            let key = self.string()?;
+            if let Some(prev) = &previous
+                && prev.encode_utf16().cmp(key.encode_utf16()) != std::cmp::Ordering::Less
+            {
+                return Err(self.fail("object members out of order or duplicated"));
+            }
+            previous = Some(key);
+            self.expect(b':')?;
+            self.value()?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(self.fail("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<(), CanonicalError> {
+        self.enter()?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.value()?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(self.fail("expected ',' or ']'")),
+            }
+        }
+    }
+
+    /// A string in canonical form; returns its decoded content (borrowed when unescaped).
+    fn string(&mut self) -> Result<std::borrow::Cow<'a, str>, CanonicalError> {
+        self.expect(b'"')?;
+        let mut start = self.i;
+        let mut owned: Option<String> = None;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    let raw = &self.text[start..self.i];
+                    self.i += 1;
+                    return Ok(match owned {
+                        Some(mut s) => {
+                            s.push_str(raw);
+                            std::borrow::Cow::Owned(s)
+                        }
+                        None => std::borrow::Cow::Borrowed(raw),
+                    });
+                }
+                0x00..=0x1f => return Err(self.fail("raw control character in string")),
+                b'\\' => {
+                    let s = owned.get_or_insert_with(String::new);
+                    s.push_str(&self.text[start..self.i]);
+                    s.push(self.escape()?);
+                    start = self.i;
+                }
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// One escape sequence, which must be the one the canonical form uses.
+    fn escape(&mut self) -> Result<char, CanonicalError> {
+        let esc = self
+            .b
+            .get(self.i + 1)
+            .copied()
+            .ok_or_else(|| self.fail("unexpected end"))?;
+        let ch = match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'b' => '\u{08}',
+            b'f' => '\u{0c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                // Canonical form escapes only control characters without a short form, as
+                // \u00xx with lowercase hex.
+                let v = match self.b.get(self.i + 2..self.i + 6) {
+                    Some([b'0', b'0', h @ b'0'..=b'1', l @ (b'0'..=b'9' | b'a'..=b'f')]) => {
+                        ((h - b'0') << 4)
+                            | if l.is_ascii_digit() {
+                                l - b'0'
+                            } else {
+                                l - b'a' + 10
+                            }
+                    }
+                    _ => return Err(self.fail("non-canonical \\u escape")),
+                };
+                if matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return Err(self.fail("non-canonical \\u escape"));
+                }
+                self.i += 4;
+                v as char
+            }
+            _ => return Err(self.fail("non-canonical escape")),
+        };
+        self.i += 2;
+        Ok(ch)
+    }
+
+    fn number(&mut self) -> Result<(), CanonicalError> {
+        let start = self.i;
+        while let Some(c) = self.b.get(self.i)
+            && matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        {
+            self.i += 1;
+        }
+        let token = &self.text[start..self.i];
+        // Rust's float parsing is correctly rounded, like serde_json's `float_roundtrip`.
+        let f: f64 = token.parse().map_err(|_| self.fail("bad number"))?;
+        if !f.is_finite() {
+            return Err(self.fail("number out of range"));
+        }
+        let mut buffer = ryu_js::Buffer::new();
+        let canonical = if f == 0.0 {
+            "0"
+        } else {
+            buffer.format_finite(f)
+        };
+        if canonical != token {
+            return Err(self.fail(&format!("number {token} is canonically {canonical}")));
+        }
+        Ok(())
+    }
+}
+
 /// A `serde_json::Value` whose deserialisation refuses duplicate object keys.
 struct StrictValue(Value);
 
@@ -296,6 +524,46 @@ mod tests {
     }
 
     #[test]
+    fn checker_cases() {
+        let cases: &[(&str, bool)] = &[
+            (r#"{"a":1,"b":[true,false,null,"x"]}"#, true),
+            (r#"{"b":1,"a":2}"#, false),
+            (r#"{"a":1,"a":1}"#, false),
+            (r#"{"a": 1}"#, false),
+            ("1.0", false),
+            ("-0", false),
+            ("0", true),
+            ("1e+30", true),
+            ("1E+30", false),
+            ("1e30", false),
+            (r#""\u000f""#, true),
+            (r#""\u000F""#, false),
+            (r#""\u0041""#, false),
+            (r#""\n""#, true),
+            (r#""\u000a""#, false),
+            (r#""\/""#, false),
+            ("\"\u{1}\"", false),
+            (r#""€""#, true),
+            (r#"{"\r":1,"1":2}"#, true),
+            (r#"{"\u00e9":1}"#, false),
+            ("9007199254740993", false),
+            ("[]", true),
+            ("{}", true),
+            ("[1,]", false),
+            ("", false),
+            ("[1] ", false),
+        ];
+        for (text, canonical) in cases {
+            assert_eq!(check_canonical(text).is_ok(), *canonical, "{text}");
+            assert_eq!(
+                canonicalize_str(text).map(|c| &c == text).unwrap_or(false),
+                *canonical,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn strict_input_rules() {
         let cases: &[(&str, Result<&str, &str>)] = &[
             (r#"{"a":1,"a":2}"#, Err("duplicate object key \"a\"")),
@@ -366,6 +634,31 @@ mod tests {
                 prop_assert_eq!(&once, &twice);
                 // Numbers round-trip to the same double, so the values compare equal as doubles.
                 prop_assert_eq!(canonicalize(&value).unwrap(), canonicalize(&reparsed).unwrap());
+            }
+
+            /// The fast checker agrees with the canonicaliser on canonical text...
+            #[test]
+            fn checker_accepts_canonical_text(value in json_value()) {
+                let text = canonicalize(&value).unwrap();
+                prop_assert!(check_canonical(&text).is_ok(), "{}", text);
+            }
+
+            /// ...and on arbitrary text: it accepts exactly the texts that are their own form.
+            #[test]
+            fn checker_agrees_on_any_text(value in json_value(), pretty in any::<bool>(), cut in any::<prop::sample::Index>()) {
+                let text = if pretty { serde_json::to_string_pretty(&value).unwrap() } else { serde_json::to_string(&value).unwrap() };
+                let mut candidates = vec![text.clone()];
+                // A truncated variant and one with a character dropped.
+                let mut boundary = cut.index(text.len() + 1);
+                while !text.is_char_boundary(boundary) { boundary -= 1; }
+                candidates.push(text[..boundary].to_owned());
+                let mut dropped = text.clone();
+                if boundary < dropped.len() { dropped.remove(boundary); }
+                candidates.push(dropped);
+                for t in candidates {
+                    let is_own_form = canonicalize_str(&t).map(|c| c == t).unwrap_or(false);
+                    prop_assert_eq!(check_canonical(&t).is_ok(), is_own_form, "{:?}", t);
+                }
             }
 
             /// Re-serialising with arbitrary whitespace and member order does not change the form.

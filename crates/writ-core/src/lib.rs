@@ -10,7 +10,11 @@ pub mod entry;
 pub mod id;
 pub mod time;
 
-pub use canonical::{CanonicalError, canonicalize, canonicalize_str, parse_strict};
-pub use entry::{AuditEntry, EntryError, EntryKind, MAX_ENTRY_BYTES, NewEntry, PreparedEntry};
+pub use canonical::{
+    CanonicalError, canonicalize, canonicalize_str, check_canonical, parse_strict,
+};
+pub use entry::{
+    AuditEntry, EntryError, EntryHeader, EntryKind, MAX_ENTRY_BYTES, NewEntry, PreparedEntry,
+};
 pub use id::{ActionId, IdError};
 pub use time::{Timestamp, TimestampError};
