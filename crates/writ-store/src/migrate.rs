@@ -1,0 +1,38 @@
+//! Embedded schema migrations, applied in order at open. Each backend has its own SQL; the
+//! version numbers are shared so that both schemas move together.
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit_log",
+    sql: include_str!("migrations/sqlite/0001_audit_log.sql"),
+}];
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit_log",
+    sql: include_str!("migrations/postgres/0001_audit_log.sql"),
+}];
+
+/// The migrations still to apply on a database at `current` version.
+pub(crate) fn pending(
+    all: &'static [Migration],
+    current: i64,
+) -> Result<&'static [Migration], crate::StoreError> {
+    let known = all.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(crate::StoreError::SchemaTooNew { found: current, known });
+    }
+    Ok(&all[all.iter().take_while(|m| m.version <= current).count()..])
+}
+
+pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS writ_schema (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT   NOT NULL,
+    applied_us BIGINT NOT NULL
+)";

@@ -1,0 +1,86 @@
+//! The part of appending that both backends share: giving entries their sequence numbers and
+//! times, computing leaf hashes, and the perfect-subtree hashes each entry completes. Pure: the
+//! backends load the state, call [`LogState::sequence`], write the rows and commit.
+
+use writ_audit::{Frontier, Hash, NodeId};
+use writ_core::{PreparedEntry, Timestamp};
+
+use crate::{AppendReceipt, StoredEntry};
+
+/// Upper bound on entries in one group commit, so that one transaction stays short.
+pub(crate) const MAX_BATCH_ENTRIES: usize = 8192;
+
+/// What the single writer knows about the end of the log.
+pub(crate) struct LogState {
+    pub frontier: Frontier,
+    /// Time of the last entry: entry times never go backwards, even if the clock does.
+    pub last_time: Timestamp,
+}
+
+/// The rows of one group commit.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub entries: Vec<StoredEntry>,
+    /// Completed perfect subtrees above the leaves (level ≥ 1).
+    pub nodes: Vec<(NodeId, Hash)>,
+}
+
+impl LogState {
+    /// Sequences each group of entries in order, appending the rows to `batch`; returns the
+    /// receipts of each group.
+    pub fn sequence(
+        &mut self,
+        groups: &[&[PreparedEntry]],
+        batch: &mut Batch,
+    ) -> Vec<Vec<AppendReceipt>> {
+        let time = Timestamp::now().max(self.last_time);
+        self.last_time = time;
+        groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|prepared| {
+                        let seq = self.frontier.size();
+                        let bytes = prepared.canonical_bytes(seq, time);
+                        let leaf = writ_audit::leaf_hash(&bytes);
+                        for (id, hash) in self.frontier.append(leaf) {
+                            if id.level > 0 {
+                                batch.nodes.push((id, hash));
+                            }
+                        }
+                        let entry = prepared.entry();
+                        batch.entries.push(StoredEntry {
+                            seq,
+                            time_us: time.as_micros(),
+                            action_id: entry.action_id.as_str().to_owned(),
+                            kind: entry.kind.as_str().to_owned(),
+                            actor: entry.actor.clone(),
+                            entry: bytes,
+                            leaf_hash: leaf,
+                        });
+                        AppendReceipt { seq, time, leaf_hash: leaf }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Converts a stored integer to the u64 it must be, or says the row is corrupt.
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
+    u64::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+}
+
+/// Converts a u64 to the i64 both databases store, refusing values that do not fit.
+pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, crate::StoreError> {
+    i64::try_from(value).map_err(|_| crate::StoreError::InvalidRequest(format!("{what} {value} is too large")))
+}
+
+/// Reads a 32-byte hash column.
+pub(crate) fn to_hash(bytes: &[u8], what: &str) -> Result<Hash, crate::StoreError> {
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| crate::StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len())))?;
+    Ok(Hash(array))
+}
