@@ -5,7 +5,9 @@ use writ_audit::{Frontier, MemoryTree, leaf_hash, verify_inclusion};
 
 fn bench(c: &mut Criterion) {
     let entry = vec![b'x'; 400];
-    c.bench_function("leaf_hash/400B", |b| b.iter(|| leaf_hash(black_box(&entry))));
+    c.bench_function("leaf_hash/400B", |b| {
+        b.iter(|| leaf_hash(black_box(&entry)))
+    });
 
     let leaf = leaf_hash(&entry);
     c.bench_function("frontier/append", |b| {

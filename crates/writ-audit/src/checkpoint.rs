@@ -32,7 +32,12 @@ impl Checkpoint {
                 bad + 1
             )));
         }
-        let mut body = format!("{}\n{}\n{}\n", self.origin, self.size, self.root.to_base64());
+        let mut body = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            self.root.to_base64()
+        );
         for ext in &self.extensions {
             body.push_str(ext);
             body.push('\n');
@@ -43,25 +48,43 @@ impl Checkpoint {
     /// Parses a checkpoint body (not a signed note: see [`open_checkpoint`]).
     pub fn parse(body: &str) -> Result<Checkpoint, AuditError> {
         let bad = |why: &str| AuditError::Checkpoint(why.to_owned());
-        let text = body.strip_suffix('\n').ok_or_else(|| bad("the body must end with a newline"))?;
+        let text = body
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("the body must end with a newline"))?;
         let mut lines = text.split('\n');
-        let origin = lines.next().filter(|l| valid_line(l)).ok_or_else(|| bad("the origin line is empty"))?;
-        let size_text = lines.next().ok_or_else(|| bad("the tree size line is missing"))?;
+        let origin = lines
+            .next()
+            .filter(|l| valid_line(l))
+            .ok_or_else(|| bad("the origin line is empty"))?;
+        let size_text = lines
+            .next()
+            .ok_or_else(|| bad("the tree size line is missing"))?;
         let canonical = !size_text.is_empty()
             && size_text.bytes().all(|b| b.is_ascii_digit())
             && (size_text == "0" || !size_text.starts_with('0'));
         if !canonical {
-            return Err(bad("the tree size must be a decimal number without leading zeros"));
+            return Err(bad(
+                "the tree size must be a decimal number without leading zeros",
+            ));
         }
-        let size: u64 = size_text.parse().map_err(|_| bad("the tree size does not fit in 64 bits"))?;
-        let root_text = lines.next().ok_or_else(|| bad("the root hash line is missing"))?;
+        let size: u64 = size_text
+            .parse()
+            .map_err(|_| bad("the tree size does not fit in 64 bits"))?;
+        let root_text = lines
+            .next()
+            .ok_or_else(|| bad("the root hash line is missing"))?;
         let root = Hash::from_base64(root_text)
             .map_err(|e| AuditError::Checkpoint(format!("the root hash line: {e}")))?;
         let extensions: Vec<String> = lines.map(str::to_owned).collect();
         if extensions.iter().any(|e| !valid_line(e)) {
             return Err(bad("an extension line is empty or has control characters"));
         }
-        Ok(Checkpoint { origin: origin.to_owned(), size, root, extensions })
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions,
+        })
     }
 }
 
@@ -134,9 +157,17 @@ mod tests {
     #[test]
     fn signed_checkpoints_open_only_with_the_right_key_and_origin() {
         let signer = NoteSigner::generate("writ.test/log").unwrap();
-        let cp = Checkpoint { origin: "writ.test/log".into(), size: 3, root: leaf_hash(b"x"), extensions: vec![] };
+        let cp = Checkpoint {
+            origin: "writ.test/log".into(),
+            size: 3,
+            root: leaf_hash(b"x"),
+            extensions: vec![],
+        };
         let note = sign_checkpoint(&cp, &signer).unwrap();
-        assert_eq!(open_checkpoint(&note, &signer.verifier(), Some("writ.test/log")).unwrap(), cp);
+        assert_eq!(
+            open_checkpoint(&note, &signer.verifier(), Some("writ.test/log")).unwrap(),
+            cp
+        );
         assert!(open_checkpoint(&note, &signer.verifier(), Some("other")).is_err());
         let other = NoteSigner::generate("writ.test/log").unwrap();
         assert!(open_checkpoint(&note, &other.verifier(), None).is_err());

@@ -22,8 +22,9 @@ impl Hash {
     /// Parses 64 hex characters.
     pub fn from_hex(text: &str) -> Result<Hash, AuditError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out)
-            .map_err(|_| AuditError::BadHash(format!("expected 64 hex characters, got {:?}", clip(text))))?;
+        hex::decode_to_slice(text, &mut out).map_err(|_| {
+            AuditError::BadHash(format!("expected 64 hex characters, got {:?}", clip(text)))
+        })?;
         Ok(Hash(out))
     }
 
@@ -37,9 +38,9 @@ impl Hash {
         let bytes = STANDARD
             .decode(text)
             .map_err(|_| AuditError::BadHash(format!("not base64: {:?}", clip(text))))?;
-        let array: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| AuditError::BadHash(format!("expected 32 bytes, got {}", b.len())))?;
+        let array: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            AuditError::BadHash(format!("expected 32 bytes, got {}", b.len()))
+        })?;
         Ok(Hash(array))
     }
 

@@ -15,7 +15,9 @@ mod verify;
 pub use checkpoint::{Checkpoint, open_checkpoint, sign_checkpoint};
 pub use hash::{Hash, empty_root, leaf_hash, node_hash};
 pub use note::{MAX_SIGNATURES, NoteSigner, NoteVerifier, is_valid_key_name, open_note, sign_note};
-pub use tree::{Frontier, MemoryTree, NodeId, ProofPlan, consistency_plan, inclusion_plan, root_plan};
+pub use tree::{
+    Frontier, MemoryTree, NodeId, ProofPlan, consistency_plan, inclusion_plan, root_plan,
+};
 pub use verify::{ProofError, verify_consistency, verify_inclusion};
 
 /// Errors of proof planning, keys, notes and checkpoints.

@@ -27,7 +27,10 @@ const SIG_PREFIX: &str = "\u{2014} ";
 
 /// A key name: non-empty, no whitespace, no `+`.
 pub fn is_valid_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 fn key_id(name: &str, public: &[u8; 32]) -> u32 {
@@ -53,15 +56,20 @@ fn parse_id(text: &str) -> Result<u32, AuditError> {
     if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AuditError::Key("the key id must be 8 hex digits".into()));
     }
-    u32::from_str_radix(text, 16).map_err(|_| AuditError::Key("the key id must be 8 hex digits".into()))
+    u32::from_str_radix(text, 16)
+        .map_err(|_| AuditError::Key("the key id must be 8 hex digits".into()))
 }
 
 fn decode_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, AuditError> {
     let raw = Zeroizing::new(
-        STANDARD.decode(text).map_err(|_| AuditError::Key(format!("the {what} is not base64")))?,
+        STANDARD
+            .decode(text)
+            .map_err(|_| AuditError::Key(format!("the {what} is not base64")))?,
     );
     if raw.len() != 33 || raw[0] != ALG_ED25519 {
-        return Err(AuditError::Key(format!("the {what} is not an Ed25519 key (0x01 ‖ 32 bytes)")));
+        return Err(AuditError::Key(format!(
+            "the {what} is not an Ed25519 key (0x01 ‖ 32 bytes)"
+        )));
     }
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&raw[1..]);
@@ -94,15 +102,23 @@ impl NoteSigner {
     fn from_seed(name: &str, seed: &[u8; 32]) -> NoteSigner {
         let key = SigningKey::from_bytes(seed);
         let id = key_id(name, key.verifying_key().as_bytes());
-        NoteSigner { name: name.to_owned(), id, key }
+        NoteSigner {
+            name: name.to_owned(),
+            id,
+            key,
+        }
     }
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64 key>`. Errors never echo the key.
     pub fn from_key_text(text: &str) -> Result<NoteSigner, AuditError> {
         let mut parts = text.trim_end_matches('\n').splitn(5, '+');
-        let (Some("PRIVATE"), Some("KEY"), Some(name), Some(id), Some(key)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("PRIVATE"), Some("KEY"), Some(name), Some(id), Some(key)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(AuditError::Key(
                 "a signing key reads PRIVATE+KEY+<name>+<key id>+<base64 key>".into(),
             ));
@@ -112,7 +128,9 @@ impl NoteSigner {
         let seed = decode_key(key, "signing key")?;
         let signer = NoteSigner::from_seed(name, &seed);
         if signer.id != id {
-            return Err(AuditError::Key("the signing key does not match its key id".into()));
+            return Err(AuditError::Key(
+                "the signing key does not match its key id".into(),
+            ));
         }
         Ok(signer)
     }
@@ -122,7 +140,12 @@ impl NoteSigner {
         let mut raw = Zeroizing::new(Vec::with_capacity(33));
         raw.push(ALG_ED25519);
         raw.extend_from_slice(self.key.as_bytes());
-        format!("PRIVATE+KEY+{}+{:08x}+{}", self.name, self.id, STANDARD.encode(raw.as_slice()))
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.id,
+            STANDARD.encode(raw.as_slice())
+        )
     }
 
     pub fn name(&self) -> &str {
@@ -135,7 +158,11 @@ impl NoteSigner {
 
     /// The matching verifier key.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier { name: self.name.clone(), id: self.id, key: self.key.verifying_key() }
+        NoteVerifier {
+            name: self.name.clone(),
+            id: self.id,
+            key: self.key.verifying_key(),
+        }
     }
 
     fn signature_line(&self, text: &str) -> String {
@@ -176,7 +203,9 @@ impl NoteVerifier {
     pub fn parse(text: &str) -> Result<NoteVerifier, AuditError> {
         let mut parts = text.trim_end_matches('\n').splitn(3, '+');
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(AuditError::Key("a verifier key reads <name>+<key id>+<base64 key>".into()));
+            return Err(AuditError::Key(
+                "a verifier key reads <name>+<key id>+<base64 key>".into(),
+            ));
         };
         check_name(name)?;
         let id = parse_id(id)?;
@@ -184,9 +213,15 @@ impl NoteVerifier {
         let key = VerifyingKey::from_bytes(&raw)
             .map_err(|_| AuditError::Key("the verifier key is not a valid Ed25519 point".into()))?;
         if key_id(name, key.as_bytes()) != id {
-            return Err(AuditError::Key("the verifier key does not match its key id".into()));
+            return Err(AuditError::Key(
+                "the verifier key does not match its key id".into(),
+            ));
         }
-        Ok(NoteVerifier { name: name.to_owned(), id, key })
+        Ok(NoteVerifier {
+            name: name.to_owned(),
+            id,
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -200,10 +235,14 @@ impl NoteVerifier {
 
 fn check_text(text: &str) -> Result<(), AuditError> {
     if text.is_empty() || !text.ends_with('\n') {
-        return Err(AuditError::Note("the note text must end with a newline".into()));
+        return Err(AuditError::Note(
+            "the note text must end with a newline".into(),
+        ));
     }
     if text.chars().any(|c| c.is_ascii_control() && c != '\n') {
-        return Err(AuditError::Note("the note contains a control character".into()));
+        return Err(AuditError::Note(
+            "the note contains a control character".into(),
+        ));
     }
     Ok(())
 }
@@ -212,7 +251,9 @@ fn check_text(text: &str) -> Result<(), AuditError> {
 pub fn sign_note(text: &str, signers: &[&NoteSigner]) -> Result<String, AuditError> {
     check_text(text)?;
     if text.contains("\n\n") {
-        return Err(AuditError::Note("the note text must not contain a blank line".into()));
+        return Err(AuditError::Note(
+            "the note text must not contain a blank line".into(),
+        ));
     }
     let mut out = String::with_capacity(text.len() + 1 + signers.len() * 110);
     out.push_str(text);
@@ -228,46 +269,65 @@ pub fn sign_note(text: &str, signers: &[&NoteSigner]) -> Result<String, AuditErr
 /// be by `verifier` and does not verify is an error. Returns the note's text.
 pub fn open_note<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str, AuditError> {
     if note.chars().any(|c| c.is_ascii_control() && c != '\n') {
-        return Err(AuditError::Note("the note contains a control character".into()));
+        return Err(AuditError::Note(
+            "the note contains a control character".into(),
+        ));
     }
     let split = note
         .rfind("\n\n")
         .ok_or_else(|| AuditError::Note("the note has no signature block".into()))?;
     let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
     if sigs.is_empty() || !sigs.ends_with('\n') {
-        return Err(AuditError::Note("the signature block must end with a newline".into()));
+        return Err(AuditError::Note(
+            "the signature block must end with a newline".into(),
+        ));
     }
     let mut verified = false;
     for (n, line) in sigs.trim_end_matches('\n').split('\n').enumerate() {
         if n >= MAX_SIGNATURES {
-            return Err(AuditError::Note(format!("the note has more than {MAX_SIGNATURES} signatures")));
+            return Err(AuditError::Note(format!(
+                "the note has more than {MAX_SIGNATURES} signatures"
+            )));
         }
-        let rest = line
-            .strip_prefix(SIG_PREFIX)
-            .ok_or_else(|| AuditError::Note(format!("signature line {} does not start with \"— \"", n + 1)))?;
-        let (name, blob) = rest
-            .split_once(' ')
-            .ok_or_else(|| AuditError::Note(format!("signature line {} has no signature", n + 1)))?;
+        let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| {
+            AuditError::Note(format!(
+                "signature line {} does not start with \"— \"",
+                n + 1
+            ))
+        })?;
+        let (name, blob) = rest.split_once(' ').ok_or_else(|| {
+            AuditError::Note(format!("signature line {} has no signature", n + 1))
+        })?;
         if !is_valid_key_name(name) || blob.is_empty() || blob.contains(' ') {
-            return Err(AuditError::Note(format!("signature line {} is malformed", n + 1)));
+            return Err(AuditError::Note(format!(
+                "signature line {} is malformed",
+                n + 1
+            )));
         }
         let blob = STANDARD
             .decode(blob)
             .map_err(|_| AuditError::Note(format!("signature line {} is not base64", n + 1)))?;
         if blob.len() < 5 {
-            return Err(AuditError::Note(format!("signature line {} is too short", n + 1)));
+            return Err(AuditError::Note(format!(
+                "signature line {} is too short",
+                n + 1
+            )));
         }
         let id = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]);
         if name != verifier.name || id != verifier.id {
             continue;
         }
         let sig = Signature::from_slice(&blob[4..]).map_err(|_| {
-            AuditError::Signature(format!("the signature by {name} is not an Ed25519 signature"))
+            AuditError::Signature(format!(
+                "the signature by {name} is not an Ed25519 signature"
+            ))
         })?;
         verifier
             .key
             .verify_strict(text.as_bytes(), &sig)
-            .map_err(|_| AuditError::Signature(format!("the signature by {name} does not verify")))?;
+            .map_err(|_| {
+                AuditError::Signature(format!("the signature by {name} does not verify"))
+            })?;
         verified = true;
     }
     if !verified {
@@ -285,7 +345,8 @@ mod tests {
 
     // The example of the Go note package's documentation (golang.org/x/mod/sumdb/note), used as
     // data: Ed25519 is deterministic, so the same key and text must give the same bytes.
-    const GO_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+    const GO_SKEY: &str =
+        "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
     const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
     const GO_TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
     const GO_SIG: &str = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
@@ -311,7 +372,10 @@ mod tests {
     fn spec_example_opens() {
         let verifier = NoteVerifier::parse(SPEC_VKEY).unwrap();
         assert_eq!(verifier.key_id(), 0x530d903a);
-        assert_eq!(open_note(SPEC_NOTE, &verifier).unwrap(), "This is an example message.\n");
+        assert_eq!(
+            open_note(SPEC_NOTE, &verifier).unwrap(),
+            "This is an example message.\n"
+        );
     }
 
     #[test]
@@ -320,11 +384,17 @@ mod tests {
         let good = format!("{GO_TEXT}\n{GO_SIG}");
         // A changed text.
         let bad = good.replacen("cryptography", "Cryptography", 1);
-        assert!(matches!(open_note(&bad, &verifier), Err(AuditError::Signature(_))));
+        assert!(matches!(
+            open_note(&bad, &verifier),
+            Err(AuditError::Signature(_))
+        ));
         // A signature by another key only.
         let other = NoteSigner::generate("PeterNeumann").unwrap();
         let foreign = sign_note(GO_TEXT, &[&other]).unwrap();
-        assert!(matches!(open_note(&foreign, &verifier), Err(AuditError::Signature(_))));
+        assert!(matches!(
+            open_note(&foreign, &verifier),
+            Err(AuditError::Signature(_))
+        ));
         // Both: the good one suffices, the foreign one is ignored.
         let both = format!("{good}{}", foreign.rsplit_once("\n\n").unwrap().1);
         assert!(open_note(&both, &verifier).is_ok());
@@ -354,7 +424,9 @@ mod tests {
             assert!(NoteVerifier::parse(bad).is_err(), "{bad}");
         }
         let wrong_id = GO_SKEY.replace("c74f20a3", "c74f20a4");
-        let err = NoteSigner::from_key_text(&wrong_id).unwrap_err().to_string();
+        let err = NoteSigner::from_key_text(&wrong_id)
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("AYEKFALV"), "{err}");
         assert!(NoteSigner::from_key_text(GO_VKEY).is_err());
         assert!(NoteSigner::generate("bad name").is_err());

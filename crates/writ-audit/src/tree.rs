@@ -35,10 +35,17 @@ impl NodeId {
 /// Splits the leaf range `[start, end)` into perfect subtrees, left to right.
 fn range_nodes(mut start: u64, end: u64, out: &mut Vec<NodeId>) {
     while start < end {
-        let align = if start == 0 { 63 } else { start.trailing_zeros() };
+        let align = if start == 0 {
+            63
+        } else {
+            start.trailing_zeros()
+        };
         let fit = 63 - (end - start).leading_zeros();
         let level = align.min(fit);
-        out.push(NodeId { level: level as u8, index: start >> level });
+        out.push(NodeId {
+            level: level as u8,
+            index: start >> level,
+        });
         start += 1u64 << level;
     }
 }
@@ -79,7 +86,10 @@ impl ProofPlan {
     }
 
     /// Computes the plan's hashes from a node lookup; a missing node is an error, never a guess.
-    pub fn assemble(&self, lookup: impl Fn(NodeId) -> Option<Hash>) -> Result<Vec<Hash>, AuditError> {
+    pub fn assemble(
+        &self,
+        lookup: impl Fn(NodeId) -> Option<Hash>,
+    ) -> Result<Vec<Hash>, AuditError> {
         let get = |id: NodeId| lookup(id).ok_or(AuditError::MissingNode(id));
         self.elements
             .iter()
@@ -106,7 +116,9 @@ impl ProofPlan {
 /// The plan for the root of the first `size` leaves: one element (none for the empty tree, whose
 /// root is [`empty_root`]).
 pub fn root_plan(size: u64) -> ProofPlan {
-    let mut plan = ProofPlan { elements: Vec::new() };
+    let mut plan = ProofPlan {
+        elements: Vec::new(),
+    };
     if size > 0 {
         plan.push_range(0, size);
     }
@@ -121,7 +133,9 @@ pub fn inclusion_plan(index: u64, size: u64) -> Result<ProofPlan, AuditError> {
             "leaf {index} is not in a tree of {size} entries"
         )));
     }
-    let mut plan = ProofPlan { elements: Vec::new() };
+    let mut plan = ProofPlan {
+        elements: Vec::new(),
+    };
     path(index, 0, size, &mut plan);
     Ok(plan)
 }
@@ -149,7 +163,9 @@ pub fn consistency_plan(old: u64, new: u64) -> Result<ProofPlan, AuditError> {
             "a tree of {old} entries cannot be a prefix of one of {new}"
         )));
     }
-    let mut plan = ProofPlan { elements: Vec::new() };
+    let mut plan = ProofPlan {
+        elements: Vec::new(),
+    };
     if old > 0 && old < new {
         subproof(old, 0, new, true, &mut plan);
     }
@@ -221,7 +237,9 @@ impl Frontier {
         let Some((last, rest)) = self.nodes.split_last() else {
             return empty_root();
         };
-        rest.iter().rev().fold(*last, |acc, left| node_hash(left, &acc))
+        rest.iter()
+            .rev()
+            .fold(*last, |acc, left| node_hash(left, &acc))
     }
 
     /// Appends a leaf hash and reports every perfect subtree it completes, the leaf itself
@@ -270,7 +288,7 @@ impl MemoryTree {
         }
         self.levels[0].push(leaf);
         let mut level = 0;
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let row = &self.levels[level];
             let hash = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
             if self.levels.len() == level + 1 {
@@ -308,7 +326,10 @@ impl MemoryTree {
             return Ok(empty_root());
         }
         let hashes = root_plan(size).assemble(|id| self.node(id))?;
-        hashes.first().copied().ok_or(AuditError::InvalidRequest("no root".into()))
+        hashes
+            .first()
+            .copied()
+            .ok_or(AuditError::InvalidRequest("no root".into()))
     }
 
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
@@ -330,7 +351,10 @@ mod tests {
     fn ranges_split_into_perfect_subtrees() {
         let mut out = Vec::new();
         range_nodes(0, 7, &mut out);
-        assert_eq!(out, vec![NodeId::new(2, 0), NodeId::new(1, 2), NodeId::new(0, 6)]);
+        assert_eq!(
+            out,
+            vec![NodeId::new(2, 0), NodeId::new(1, 2), NodeId::new(0, 6)]
+        );
         out.clear();
         range_nodes(4, 7, &mut out);
         assert_eq!(out, vec![NodeId::new(1, 2), NodeId::new(0, 6)]);

@@ -79,11 +79,19 @@ pub fn verify_consistency(
         if !proof.is_empty() {
             return Err(ProofError::NotEmpty);
         }
-        return if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) };
+        return if old_root == new_root {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch)
+        };
     }
     if old == 0 {
         // The empty tree is a prefix of every tree.
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError::NotEmpty) };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError::NotEmpty)
+        };
     }
     if proof.is_empty() {
         return Err(ProofError::Empty);

@@ -2,6 +2,8 @@
 //! test against (leaf inputs, every complete subtree, every root, and their reference proofs),
 //! then property tests over every m ≤ n.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use writ_audit::{
     Frontier, Hash, MemoryTree, NodeId, ProofError, consistency_plan, empty_root, inclusion_plan,
@@ -13,10 +15,19 @@ fn h(hex: &str) -> Hash {
 }
 
 fn leaf_inputs() -> Vec<Vec<u8>> {
-    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
-        .iter()
-        .map(|x| hex::decode(x).unwrap())
-        .collect()
+    [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
+    .iter()
+    .map(|x| hex::decode(x).unwrap())
+    .collect()
 }
 
 fn node_hashes() -> Vec<Vec<Hash>> {
@@ -41,7 +52,9 @@ fn node_hashes() -> Vec<Vec<Hash>> {
             h("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
             h("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"),
         ],
-        vec![h("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")],
+        vec![h(
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        )],
     ]
 }
 
@@ -72,7 +85,11 @@ fn every_subtree_and_root_matches_the_reference() {
     let tree = reference_tree();
     for (level, row) in node_hashes().iter().enumerate() {
         for (index, want) in row.iter().enumerate() {
-            assert_eq!(tree.node(NodeId::new(level as u8, index as u64)), Some(*want), "node {level}/{index}");
+            assert_eq!(
+                tree.node(NodeId::new(level as u8, index as u64)),
+                Some(*want),
+                "node {level}/{index}"
+            );
         }
     }
     assert_eq!(root_hashes()[0], empty_root());
@@ -91,24 +108,48 @@ fn reference_inclusion_proofs() {
     let tree = reference_tree();
     let cases: Vec<(u64, u64, Vec<&str>)> = vec![
         (0, 1, vec![]),
-        (0, 2, vec!["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"]),
-        (1, 2, vec!["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"]),
-        (2, 3, vec!["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-        (1, 5, vec![
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
-        (0, 8, vec![
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (5, 8, vec![
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
+        (
+            0,
+            2,
+            vec!["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"],
+        ),
+        (
+            1,
+            2,
+            vec!["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"],
+        ),
+        (
+            2,
+            3,
+            vec!["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+        ),
+        (
+            1,
+            5,
+            vec![
+                "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+        (
+            0,
+            8,
+            vec![
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            5,
+            8,
+            vec![
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
     ];
     for (index, size, want) in cases {
         let want: Vec<Hash> = want.into_iter().map(h).collect();
@@ -124,20 +165,32 @@ fn reference_consistency_proofs() {
     let tree = reference_tree();
     let cases: Vec<(u64, u64, Vec<&str>)> = vec![
         (1, 1, vec![]),
-        (1, 8, vec![
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (2, 5, vec![
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
-        (6, 8, vec![
-            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
+        (
+            1,
+            8,
+            vec![
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            2,
+            5,
+            vec![
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+        (
+            6,
+            8,
+            vec![
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
     ];
     let roots = root_hashes();
     for (old, new, want) in cases {
@@ -157,18 +210,35 @@ fn bad_requests_are_errors() {
     assert!(tree.inclusion_proof(0, 9).is_err());
     assert!(root_plan(0).is_empty());
     let r = root_hashes();
-    assert_eq!(verify_inclusion(&r[1], 3, 3, &[], &r[3]), Err(ProofError::IndexOutOfRange { index: 3, size: 3 }));
-    assert_eq!(verify_consistency(4, 3, &r[4], &r[3], &[]), Err(ProofError::SizesOutOfOrder { old: 4, new: 3 }));
-    assert_eq!(verify_consistency(3, 5, &r[3], &r[5], &[]), Err(ProofError::Empty));
-    assert_eq!(verify_consistency(0, 5, &r[0], &r[5], &[r[1]]), Err(ProofError::NotEmpty));
-    assert_eq!(verify_consistency(5, 5, &r[5], &r[4], &[]), Err(ProofError::RootMismatch));
+    assert_eq!(
+        verify_inclusion(&r[1], 3, 3, &[], &r[3]),
+        Err(ProofError::IndexOutOfRange { index: 3, size: 3 })
+    );
+    assert_eq!(
+        verify_consistency(4, 3, &r[4], &r[3], &[]),
+        Err(ProofError::SizesOutOfOrder { old: 4, new: 3 })
+    );
+    assert_eq!(
+        verify_consistency(3, 5, &r[3], &r[5], &[]),
+        Err(ProofError::Empty)
+    );
+    assert_eq!(
+        verify_consistency(0, 5, &r[0], &r[5], &[r[1]]),
+        Err(ProofError::NotEmpty)
+    );
+    assert_eq!(
+        verify_consistency(5, 5, &r[5], &r[4], &[]),
+        Err(ProofError::RootMismatch)
+    );
     verify_consistency(0, 5, &r[0], &r[5], &[]).unwrap();
 }
 
 /// A tree of `n` distinct leaves.
 fn tree_of(n: u64) -> (MemoryTree, Vec<Hash>) {
     let mut tree = MemoryTree::new();
-    let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(format!("entry {i}").as_bytes())).collect();
+    let leaves: Vec<Hash> = (0..n)
+        .map(|i| leaf_hash(format!("entry {i}").as_bytes()))
+        .collect();
     for l in &leaves {
         tree.push(*l);
     }

@@ -5,9 +5,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+mod bench;
+mod keys;
+mod ocsf;
 mod policy;
 
 /// Writ: the governed boundary between AI agents and the systems they act on.
@@ -24,10 +29,15 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// Directory for the embedded database and keys.
-    #[arg(long, global = true, env = "WRIT_DATA_DIR", default_value = "./writ-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "WRIT_DATA_DIR",
+        default_value = "./writ-data"
+    )]
     pub data_dir: PathBuf,
     /// Database URL: `sqlite://PATH` or `postgres://…`. Default: SQLite in the data directory.
-    #[arg(long, global = true, env = "WRIT_DATABASE_URL")]
+    #[arg(long, global = true, env = "WRIT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -36,15 +46,28 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Manage the audit log's signing key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Append to, sign, prove, verify, query and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Validate, test, explain and diff Cedar policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Measure Writ on this machine (benchmarks, not tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     let result = match cli.command {
+        Command::Keys(cmd) => keys::run(cmd, &cli.global),
         Command::Policy(cmd) => policy::run(cmd, &cli.global),
+        Command::Audit(cmd) => block_on(audit::run(cmd, &cli.global)),
+        Command::Bench(cmd) => block_on(bench::run(cmd, &cli.global)),
     };
     match result {
         Ok(code) => code,
@@ -53,4 +76,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Opens the store the global options name.
+pub async fn open_store(global: &Global) -> anyhow::Result<Arc<dyn writ_store::Store>> {
+    Ok(writ_store::open(global.database_url.as_deref(), &global.data_dir).await?)
+}
+
+/// A progress bar on standard error, hidden for `--json` and when stderr is not a terminal.
+pub fn progress_bar(len: u64, global: &Global, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if global.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
 }

@@ -34,7 +34,9 @@ pub enum StoreError {
     Entry(#[from] writ_core::EntryError),
     #[error("database error during {op}: {message}")]
     Database { op: &'static str, message: String },
-    #[error("the database schema is at version {found}, newer than this build of Writ knows ({known}); upgrade Writ")]
+    #[error(
+        "the database schema is at version {found}, newer than this build of Writ knows ({known}); upgrade Writ"
+    )]
     SchemaTooNew { found: i64, known: i64 },
     #[error("{0}")]
     Proof(#[from] writ_audit::AuditError),
@@ -52,7 +54,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn db(op: &'static str, err: impl std::fmt::Display) -> Self {
-        StoreError::Database { op, message: err.to_string() }
+        StoreError::Database {
+            op,
+            message: err.to_string(),
+        }
     }
 }
 
@@ -201,7 +206,10 @@ pub trait Store: Send + Sync + 'static {
     /// The current size and root.
     async fn tree_head(&self) -> Result<TreeHead, StoreError> {
         let size = self.size().await?;
-        Ok(TreeHead { size, root: self.root_at(size).await? })
+        Ok(TreeHead {
+            size,
+            root: self.root_at(size).await?,
+        })
     }
 
     /// The inclusion proof of entry `seq` in the tree of `size` entries.
@@ -217,7 +225,8 @@ pub trait Store: Send + Sync + 'static {
         new_size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
         self.check_size(new_size).await?;
-        self.assemble(&writ_audit::consistency_plan(old_size, new_size)?).await
+        self.assemble(&writ_audit::consistency_plan(old_size, new_size)?)
+            .await
     }
 
     async fn check_size(&self, size: u64) -> Result<(), StoreError> {
@@ -240,11 +249,16 @@ pub const SQLITE_FILE: &str = "writ.db";
 
 /// Opens the store named by `database_url`, or the embedded SQLite database in `data_dir` when
 /// there is none, creating and migrating it as needed.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
     match database_url {
         None => {
             ensure_data_dir(data_dir)?;
-            Ok(Arc::new(sqlite::SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?))
+            Ok(Arc::new(
+                sqlite::SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?,
+            ))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(Arc::new(postgres::PgStore::connect(url).await?))

@@ -26,7 +26,10 @@ pub(crate) fn pending(
 ) -> Result<&'static [Migration], crate::StoreError> {
     let known = all.last().map_or(0, |m| m.version);
     if current > known {
-        return Err(crate::StoreError::SchemaTooNew { found: current, known });
+        return Err(crate::StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
     }
     Ok(&all[all.iter().take_while(|m| m.version <= current).count()..])
 }

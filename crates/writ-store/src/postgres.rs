@@ -18,7 +18,9 @@ use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
 use crate::migrate;
 use crate::sequencer::{Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64};
-use crate::{AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry};
+use crate::{
+    AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
+};
 
 type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreError>>;
 
@@ -28,7 +30,8 @@ struct AppendJob {
 }
 
 /// The lock that serialises appends across processes (per schema).
-const LOG_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.writ_audit_log'))";
+const LOG_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.writ_audit_log'))";
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -74,16 +77,19 @@ async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::db(op, e))?;
-    sqlx::query(migrate::CREATE_TABLE).execute(&mut *tx).await.map_err(|e| StoreError::db(op, e))?;
-    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM writ_schema")
-        .fetch_one(&mut *tx)
+    sqlx::query(migrate::CREATE_TABLE)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::db(op, e))?;
-    for m in migrate::pending(migrate::POSTGRES, current)? {
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM writ_schema")
+            .fetch_one(&mut *tx)
             .await
-            .map_err(|e| StoreError::db(op, format!("migration {} ({}): {e}", m.version, m.name)))?;
+            .map_err(|e| StoreError::db(op, e))?;
+    for m in migrate::pending(migrate::POSTGRES, current)? {
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
+            StoreError::db(op, format!("migration {} ({}): {e}", m.version, m.name))
+        })?;
         sqlx::query("INSERT INTO writ_schema (version, name, applied_us) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
@@ -120,7 +126,10 @@ async fn writer_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<AppendJob>) {
                 tracing::error!(error = %err, "audit append failed; nothing of this batch was committed");
                 let message = err.to_string();
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Database { op: "append", message: message.clone() }));
+                    let _ = job.reply.send(Err(StoreError::Database {
+                        op: "append",
+                        message: message.clone(),
+                    }));
                 }
             }
         }
@@ -134,8 +143,11 @@ async fn commit_batch(
 ) -> Result<Vec<Vec<AppendReceipt>>, StoreError> {
     let op = "append";
     let mut tx = pool.begin().await.map_err(|e| StoreError::db(op, e))?;
-    sqlx::query(LOG_LOCK).execute(&mut *tx).await.map_err(|e| StoreError::db(op, e))?;
-    let size = log_size(&mut *tx).await?;
+    sqlx::query(LOG_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::db(op, e))?;
+    let size = log_size(&mut tx).await?;
     let mut current = match state.take() {
         Some(s) if s.frontier.size() == size => s,
         _ => load_state(&mut tx, size).await?,
@@ -203,10 +215,11 @@ async fn commit_batch(
 }
 
 async fn log_size(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError> {
-    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0)::BIGINT FROM audit_entries")
-        .fetch_one(conn)
-        .await
-        .map_err(|e| StoreError::db("read log size", e))?;
+    let size: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0)::BIGINT FROM audit_entries")
+            .fetch_one(conn)
+            .await
+            .map_err(|e| StoreError::db("read log size", e))?;
     to_u64(size, "log size")
 }
 
@@ -217,7 +230,10 @@ async fn load_state(conn: &mut sqlx::PgConnection, size: u64) -> Result<LogState
         .iter()
         .map(|id| {
             found.get(id).copied().ok_or_else(|| {
-                StoreError::Corrupt(format!("node level {} index {} is missing", id.level, id.index))
+                StoreError::Corrupt(format!(
+                    "node level {} index {} is missing",
+                    id.level, id.index
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -233,7 +249,10 @@ async fn load_state(conn: &mut sqlx::PgConnection, size: u64) -> Result<LogState
         Timestamp::from_micros(micros)
             .map_err(|e| StoreError::Corrupt(format!("entry {}: time {micros}: {e}", size - 1)))?
     };
-    Ok(LogState { frontier, last_time })
+    Ok(LogState {
+        frontier,
+        last_time,
+    })
 }
 
 /// Fetches node hashes in one round trip: leaves from the entries table, the rest from nodes.
@@ -265,8 +284,15 @@ async fn get_nodes(
         let idx: i64 = row.try_get(1).map_err(|e| StoreError::db(op, e))?;
         let hash: Option<Vec<u8>> = row.try_get(2).map_err(|e| StoreError::db(op, e))?;
         if let Some(hash) = hash {
-            let level = u8::try_from(level).map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
-            out.insert(NodeId { level, index: to_u64(idx, "node index")? }, to_hash(&hash, "node hash")?);
+            let level = u8::try_from(level)
+                .map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
+            out.insert(
+                NodeId {
+                    level,
+                    index: to_u64(idx, "node index")?,
+                },
+                to_hash(&hash, "node hash")?,
+            );
         }
     }
     Ok(out)
@@ -275,11 +301,15 @@ async fn get_nodes(
 fn row_to_stored(row: &sqlx::postgres::PgRow) -> Result<StoredEntry, StoreError> {
     let op = "read entries";
     let seq: i64 = row.try_get("seq").map_err(|e| StoreError::db(op, e))?;
-    let leaf: Vec<u8> = row.try_get("leaf_hash").map_err(|e| StoreError::db(op, e))?;
+    let leaf: Vec<u8> = row
+        .try_get("leaf_hash")
+        .map_err(|e| StoreError::db(op, e))?;
     Ok(StoredEntry {
         seq: to_u64(seq, "sequence number")?,
         time_us: row.try_get("time_us").map_err(|e| StoreError::db(op, e))?,
-        action_id: row.try_get("action_id").map_err(|e| StoreError::db(op, e))?,
+        action_id: row
+            .try_get("action_id")
+            .map_err(|e| StoreError::db(op, e))?,
         kind: row.try_get("kind").map_err(|e| StoreError::db(op, e))?,
         actor: row.try_get("actor").map_err(|e| StoreError::db(op, e))?,
         entry: row.try_get("entry").map_err(|e| StoreError::db(op, e))?,
@@ -299,23 +329,41 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let entries = entries.into_iter().map(NewEntry::prepare).collect::<Result<Vec<_>, _>>()?;
+        let entries = entries
+            .into_iter()
+            .map(NewEntry::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
-        self.writer.send(AppendJob { entries, reply }).map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .send(AppendJob { entries, reply })
+            .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     async fn size(&self) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| StoreError::db("read log size", e))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| StoreError::db("read log size", e))?;
         log_size(&mut conn).await
     }
 
     async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| StoreError::db("read tree nodes", e))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| StoreError::db("read tree nodes", e))?;
         get_nodes(&mut conn, ids).await
     }
 
-    async fn nodes_at_level(&self, level: u8, lo: u64, hi: u64) -> Result<Vec<(u64, Hash)>, StoreError> {
+    async fn nodes_at_level(
+        &self,
+        level: u8,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
         let op = "read tree nodes";
         let (lo, hi) = (to_i64(lo, "node index")?, to_i64(hi, "node index")?);
         let rows = if level == 0 {
@@ -364,7 +412,9 @@ impl Store for PgStore {
     }
 
     async fn query(&self, filter: &EntryFilter) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut qb = sqlx::QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE TRUE"));
+        let mut qb = sqlx::QueryBuilder::new(format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE TRUE"
+        ));
         if let Some(a) = &filter.action_id {
             qb.push(" AND action_id = ").push_bind(a.clone());
         }
@@ -381,9 +431,11 @@ impl Store for PgStore {
             qb.push(" AND time_us < ").push_bind(t.as_micros());
         }
         if let Some(s) = filter.after_seq {
-            qb.push(" AND seq > ").push_bind(to_i64(s, "sequence number")?);
+            qb.push(" AND seq > ")
+                .push_bind(to_i64(s, "sequence number")?);
         }
-        qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(filter.limit));
+        qb.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(filter.limit));
         let rows = qb
             .build()
             .fetch_all(&self.pool)
@@ -428,7 +480,10 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(|e| StoreError::db("ping", e))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("ping", e))?;
         Ok(())
     }
 }
@@ -444,10 +499,12 @@ pub async fn url_with_fresh_schema(url: &str, schema: &str) -> Result<String, St
         .await
         .map_err(|e| StoreError::db("connect to PostgreSQL", e))?;
     // The schema name was checked above to be letters, digits and `_` only.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| StoreError::db("create schema", e))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(|e| StoreError::db("create schema", e))?;
     let sep = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
 }
@@ -461,15 +518,21 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     let mut conn = sqlx::PgConnection::connect_with(&options)
         .await
         .map_err(|e| StoreError::db("connect to PostgreSQL", e))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| StoreError::db("drop schema", e))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(|e| StoreError::db("drop schema", e))?;
     Ok(())
 }
 
 fn validate_schema(schema: &str) -> Result<(), StoreError> {
-    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err(StoreError::InvalidRequest(format!(
             "schema name {schema:?}: use letters, digits and _"
         )));

@@ -59,7 +59,11 @@ impl LogState {
                             entry: bytes,
                             leaf_hash: leaf,
                         });
-                        AppendReceipt { seq, time, leaf_hash: leaf }
+                        AppendReceipt {
+                            seq,
+                            time,
+                            leaf_hash: leaf,
+                        }
                     })
                     .collect()
             })
@@ -69,18 +73,20 @@ impl LogState {
 
 /// Converts a stored integer to the u64 it must be, or says the row is corrupt.
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
-    u64::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+    u64::try_from(value)
+        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
 }
 
 /// Converts a u64 to the i64 both databases store, refusing values that do not fit.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, crate::StoreError> {
-    i64::try_from(value).map_err(|_| crate::StoreError::InvalidRequest(format!("{what} {value} is too large")))
+    i64::try_from(value)
+        .map_err(|_| crate::StoreError::InvalidRequest(format!("{what} {value} is too large")))
 }
 
 /// Reads a 32-byte hash column.
 pub(crate) fn to_hash(bytes: &[u8], what: &str) -> Result<Hash, crate::StoreError> {
-    let array: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| crate::StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len())))?;
+    let array: [u8; 32] = bytes.try_into().map_err(|_| {
+        crate::StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len()))
+    })?;
     Ok(Hash(array))
 }

@@ -21,7 +21,9 @@ use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
 use crate::migrate;
 use crate::sequencer::{Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64};
-use crate::{AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry};
+use crate::{
+    AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
+};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,7 +59,10 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::db("start writer thread", e))?;
         Ok(SqliteStore {
-            readers: Arc::new(ReadPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(ReadPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
             path,
             writer: Mutex::new(tx),
         })
@@ -87,12 +92,16 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::db("open", format!("{}: {e}", path.display())))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| StoreError::db("open", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| StoreError::db("open", e))?;
     // WAL: readers never block the writer. synchronous=FULL: every commit fsyncs the WAL, so an
     // acknowledged append survives power loss, not only a crash of this process.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| StoreError::db("open", e))?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| StoreError::db("open", e))?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| StoreError::db("open", e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| StoreError::db("open", e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| StoreError::db("open", e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| StoreError::db("open", e))?;
     Ok(conn)
 }
 
@@ -101,13 +110,19 @@ fn run_migrations(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::db(op, e))?;
-    tx.execute_batch(migrate::CREATE_TABLE).map_err(|e| StoreError::db(op, e))?;
+    tx.execute_batch(migrate::CREATE_TABLE)
+        .map_err(|e| StoreError::db(op, e))?;
     let current: i64 = tx
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM writ_schema", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM writ_schema",
+            [],
+            |r| r.get(0),
+        )
         .map_err(|e| StoreError::db(op, e))?;
     for m in migrate::pending(migrate::SQLITE, current)? {
-        tx.execute_batch(m.sql)
-            .map_err(|e| StoreError::db(op, format!("migration {} ({}): {e}", m.version, m.name)))?;
+        tx.execute_batch(m.sql).map_err(|e| {
+            StoreError::db(op, format!("migration {} ({}): {e}", m.version, m.name))
+        })?;
         tx.execute(
             "INSERT INTO writ_schema (version, name, applied_us) VALUES (?1, ?2, ?3)",
             params![m.version, m.name, Timestamp::now().as_micros()],
@@ -195,7 +210,11 @@ fn commit_batch(
             .map_err(|e| StoreError::db(op, e))?;
         for (id, hash) in &batch.nodes {
             insert_node
-                .execute(params![id.level, to_i64(id.index, "node index")?, &hash.0[..]])
+                .execute(params![
+                    id.level,
+                    to_i64(id.index, "node index")?,
+                    &hash.0[..]
+                ])
                 .map_err(|e| StoreError::db(op, e))?;
         }
     }
@@ -206,7 +225,11 @@ fn commit_batch(
 
 fn log_size(conn: &Connection) -> Result<u64, StoreError> {
     let size: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries",
+            [],
+            |r| r.get(0),
+        )
         .map_err(|e| StoreError::db("read log size", e))?;
     to_u64(size, "log size")
 }
@@ -219,7 +242,10 @@ fn load_state(conn: &Connection, size: u64) -> Result<LogState, StoreError> {
         .iter()
         .map(|id| {
             found.get(id).copied().ok_or_else(|| {
-                StoreError::Corrupt(format!("node level {} index {} is missing", id.level, id.index))
+                StoreError::Corrupt(format!(
+                    "node level {} index {} is missing",
+                    id.level, id.index
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -237,7 +263,10 @@ fn load_state(conn: &Connection, size: u64) -> Result<LogState, StoreError> {
         Timestamp::from_micros(micros)
             .map_err(|e| StoreError::Corrupt(format!("entry {}: time {micros}: {e}", size - 1)))?
     };
-    Ok(LogState { frontier, last_time })
+    Ok(LogState {
+        frontier,
+        last_time,
+    })
 }
 
 fn get_nodes(conn: &Connection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
@@ -254,7 +283,8 @@ fn get_nodes(conn: &Connection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>,
         let bytes: Option<Vec<u8>> = if id.level == 0 {
             leaf.query_row([index], |r| r.get(0)).optional()
         } else {
-            node.query_row(params![id.level, index], |r| r.get(0)).optional()
+            node.query_row(params![id.level, index], |r| r.get(0))
+                .optional()
         }
         .map_err(|e| StoreError::db(op, e))?;
         if let Some(bytes) = bytes {
@@ -264,8 +294,16 @@ fn get_nodes(conn: &Connection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>,
     Ok(out)
 }
 
-fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String, Option<String>, Vec<u8>, Vec<u8>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
 }
 
 type RawEntry = (i64, i64, String, String, Option<String>, Vec<u8>, Vec<u8>);
@@ -293,8 +331,15 @@ struct ReadPool {
 impl ReadPool {
     const MAX_IDLE: usize = 8;
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self.idle.lock().map_err(|_| StoreError::db("read", "pool poisoned"))?.pop();
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self
+            .idle
+            .lock()
+            .map_err(|_| StoreError::db("read", "pool poisoned"))?
+            .pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => connect(&self.path)?,
@@ -319,7 +364,10 @@ impl Store for SqliteStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let entries = entries.into_iter().map(NewEntry::prepare).collect::<Result<Vec<_>, _>>()?;
+        let entries = entries
+            .into_iter()
+            .map(NewEntry::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         self.writer
             .lock()
@@ -330,15 +378,21 @@ impl Store for SqliteStore {
     }
 
     async fn size(&self) -> Result<u64, StoreError> {
-        self.read("read log size", |c| log_size(c)).await
+        self.read("read log size", log_size).await
     }
 
     async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
         let ids = ids.to_vec();
-        self.read("read tree nodes", move |c| get_nodes(c, &ids)).await
+        self.read("read tree nodes", move |c| get_nodes(c, &ids))
+            .await
     }
 
-    async fn nodes_at_level(&self, level: u8, lo: u64, hi: u64) -> Result<Vec<(u64, Hash)>, StoreError> {
+    async fn nodes_at_level(
+        &self,
+        level: u8,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
         let (lo, hi) = (to_i64(lo, "node index")?, to_i64(hi, "node index")?);
         self.read("read tree nodes", move |c| {
             let op = "read tree nodes";
@@ -418,14 +472,23 @@ impl Store for SqliteStore {
                 arg(&mut sql, " AND time_us < ?", t.as_micros().into());
             }
             if let Some(s) = filter.after_seq {
-                arg(&mut sql, " AND seq > ?", to_i64(s, "sequence number")?.into());
+                arg(
+                    &mut sql,
+                    " AND seq > ?",
+                    to_i64(s, "sequence number")?.into(),
+                );
             }
-            arg(&mut sql, " ORDER BY seq LIMIT ?", i64::from(filter.limit).into());
+            arg(
+                &mut sql,
+                " ORDER BY seq LIMIT ?",
+                i64::from(filter.limit).into(),
+            );
             let mut stmt = c.prepare(&sql).map_err(|e| StoreError::db(op, e))?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), row_to_entry)
                 .map_err(|e| StoreError::db(op, e))?;
-            rows.map(|r| raw_to_stored(r.map_err(|e| StoreError::db(op, e))?)).collect()
+            rows.map(|r| raw_to_stored(r.map_err(|e| StoreError::db(op, e))?))
+                .collect()
         })
         .await
     }
@@ -435,7 +498,12 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT INTO audit_checkpoints (tree_size, root_hash, note, created_us)
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
-                params![to_i64(cp.tree_size, "tree size")?, &cp.root_hash.0[..], cp.note, cp.created_us],
+                params![
+                    to_i64(cp.tree_size, "tree size")?,
+                    &cp.root_hash.0[..],
+                    cp.note,
+                    cp.created_us
+                ],
             )
             .map_err(|e| StoreError::db("store checkpoint", e))?;
             Ok(())
@@ -470,7 +538,8 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read("ping", |c| {
-            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(|e| StoreError::db("ping", e))?;
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| StoreError::db("ping", e))?;
             Ok(())
         })
         .await

@@ -43,8 +43,16 @@ pub struct VerifyReport {
 pub enum VerifyError {
     #[error("entry {seq}: {reason}")]
     Entry { seq: u64, reason: String },
-    #[error("stored tree node (level {level}, index {index}, covering entries {first}..={last}): {reason}")]
-    Node { level: u8, index: u64, first: u64, last: u64, reason: String },
+    #[error(
+        "stored tree node (level {level}, index {index}, covering entries {first}..={last}): {reason}"
+    )]
+    Node {
+        level: u8,
+        index: u64,
+        first: u64,
+        last: u64,
+        reason: String,
+    },
     #[error("stored checkpoint at size {size}: {reason}")]
     Checkpoint { size: u64, reason: String },
     #[error("trusted checkpoint: {0}")]
@@ -70,7 +78,11 @@ pub async fn verify_log(
     options: &VerifyOptions,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<VerifyReport, VerifyError> {
-    let batch = if options.batch == 0 { 16_384 } else { options.batch };
+    let batch = if options.batch == 0 {
+        16_384
+    } else {
+        options.batch
+    };
     let size = store.size().await?;
 
     // The trusted checkpoint first: it is the caller's evidence, checked before anything stored.
@@ -107,11 +119,18 @@ pub async fn verify_log(
             });
         }
         let body = match &options.verifier {
-            Some(key) => writ_audit::open_checkpoint(&cp.note, key, Some(key.name())).map_err(|e| {
-                VerifyError::Checkpoint { size: cp.tree_size, reason: format!("signature does not verify: {e}") }
+            Some(key) => {
+                writ_audit::open_checkpoint(&cp.note, key, Some(key.name())).map_err(|e| {
+                    VerifyError::Checkpoint {
+                        size: cp.tree_size,
+                        reason: format!("signature does not verify: {e}"),
+                    }
+                })?
+            }
+            None => unverified_body(&cp.note).map_err(|reason| VerifyError::Checkpoint {
+                size: cp.tree_size,
+                reason,
             })?,
-            None => unverified_body(&cp.note)
-                .map_err(|reason| VerifyError::Checkpoint { size: cp.tree_size, reason })?,
         };
         if body.size != cp.tree_size || body.root != cp.root_hash {
             return Err(VerifyError::Checkpoint {
@@ -138,7 +157,10 @@ pub async fn verify_log(
         let next = frontier.size();
         let rows = store.entries(next, batch).await?;
         if rows.is_empty() {
-            return Err(VerifyError::Entry { seq: next, reason: "missing: the log ends early".into() });
+            return Err(VerifyError::Entry {
+                seq: next,
+                reason: "missing: the log ends early".into(),
+            });
         }
         let mut completed: BTreeMap<u8, Vec<(u64, Hash)>> = BTreeMap::new();
         for row in &rows {
@@ -152,7 +174,10 @@ pub async fn verify_log(
             last_time = check_entry(row, last_time)?;
             for (id, hash) in frontier.append(row.leaf_hash) {
                 if id.level > 0 {
-                    completed.entry(id.level).or_default().push((id.index, hash));
+                    completed
+                        .entry(id.level)
+                        .or_default()
+                        .push((id.index, hash));
                 }
             }
             if wanted.contains(&frontier.size()) {
@@ -216,18 +241,35 @@ fn check_entry(row: &StoredEntry, last_time: Timestamp) -> Result<Timestamp, Ver
     let seq = row.seq;
     let fail = |reason: String| VerifyError::Entry { seq, reason };
     if writ_audit::leaf_hash(&row.entry) != row.leaf_hash {
-        return Err(fail("its bytes do not hash to the stored leaf hash: the entry was modified".into()));
+        return Err(fail(
+            "its bytes do not hash to the stored leaf hash: the entry was modified".into(),
+        ));
     }
     let entry = writ_core::AuditEntry::check_canonical(&row.entry)
         .map_err(|e| fail(format!("not a valid canonical entry: {e}")))?;
     if entry.seq != seq {
-        return Err(fail(format!("the entry says it is entry {}: rows were moved", entry.seq)));
+        return Err(fail(format!(
+            "the entry says it is entry {}: rows were moved",
+            entry.seq
+        )));
     }
     let columns = [
-        ("time_us", row.time_us.to_string(), entry.time.as_micros().to_string()),
-        ("action_id", row.action_id.clone(), entry.action_id.as_str().to_owned()),
+        (
+            "time_us",
+            row.time_us.to_string(),
+            entry.time.as_micros().to_string(),
+        ),
+        (
+            "action_id",
+            row.action_id.clone(),
+            entry.action_id.as_str().to_owned(),
+        ),
         ("kind", row.kind.clone(), entry.kind.to_string()),
-        ("actor", format!("{:?}", row.actor), format!("{:?}", entry.actor)),
+        (
+            "actor",
+            format!("{:?}", row.actor),
+            format!("{:?}", entry.actor),
+        ),
     ];
     for (name, stored, committed) in columns {
         if stored != committed {
@@ -237,7 +279,10 @@ fn check_entry(row: &StoredEntry, last_time: Timestamp) -> Result<Timestamp, Ver
         }
     }
     if entry.time < last_time {
-        return Err(fail(format!("its time {} is before the previous entry's {last_time}", entry.time)));
+        return Err(fail(format!(
+            "its time {} is before the previous entry's {last_time}",
+            entry.time
+        )));
     }
     Ok(entry.time)
 }
@@ -252,7 +297,11 @@ async fn check_nodes(
         let (Some(&(lo, _)), Some(&(hi, _))) = (expected.first(), expected.last()) else {
             continue;
         };
-        let stored: BTreeMap<u64, Hash> = store.nodes_at_level(level, lo, hi).await?.into_iter().collect();
+        let stored: BTreeMap<u64, Hash> = store
+            .nodes_at_level(level, lo, hi)
+            .await?
+            .into_iter()
+            .collect();
         for (index, hash) in expected {
             let reason = match stored.get(&index) {
                 Some(h) if *h == hash => {

@@ -13,7 +13,12 @@ const ORIGIN: &str = "test.writ.local/audit";
 
 async fn checkpoint(store: &dyn Store, signer: &NoteSigner) -> String {
     let head = store.tree_head().await.unwrap();
-    let cp = Checkpoint { origin: ORIGIN.into(), size: head.size, root: head.root, extensions: vec![] };
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: head.size,
+        root: head.root,
+        extensions: vec![],
+    };
     let note = writ_audit::sign_checkpoint(&cp, signer).unwrap();
     store
         .add_checkpoint(StoredCheckpoint {
@@ -32,10 +37,18 @@ async fn setup(db: &Db) -> (NoteSigner, String) {
     let signer = NoteSigner::generate(ORIGIN).unwrap();
     db.store.append((0..10).map(entry).collect()).await.unwrap();
     checkpoint(db.store.as_ref(), &signer).await;
-    db.store.append((10..16).map(entry).collect()).await.unwrap();
+    db.store
+        .append((10..16).map(entry).collect())
+        .await
+        .unwrap();
     let note = checkpoint(db.store.as_ref(), &signer).await;
-    let ok = verify_log(db.store.as_ref(), &options(&signer, Some(&note)), &|_| {}).await.unwrap();
-    assert_eq!((ok.size, ok.checkpoints_checked, ok.trusted_size), (16, 2, Some(16)));
+    let ok = verify_log(db.store.as_ref(), &options(&signer, Some(&note)), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (ok.size, ok.checkpoints_checked, ok.trusted_size),
+        (16, 2, Some(16))
+    );
     (signer, note)
 }
 
@@ -49,22 +62,32 @@ fn options(signer: &NoteSigner, trusted: Option<&str>) -> VerifyOptions {
 
 async fn verify_fails(db: &Db, opts: &VerifyOptions) -> VerifyError {
     let store = db.reopen().await;
-    verify_log(store.as_ref(), opts, &|_| {}).await.expect_err("the attack went unnoticed")
+    verify_log(store.as_ref(), opts, &|_| {})
+        .await
+        .expect_err("the attack went unnoticed")
 }
 
 fn assert_mentions(err: &VerifyError, fragment: &str) {
     let msg = err.to_string();
-    assert!(msg.contains(fragment), "{msg:?} does not mention {fragment:?}");
+    assert!(
+        msg.contains(fragment),
+        "{msg:?} does not mention {fragment:?}"
+    );
 }
 
 async fn modified_payload(db: Db) {
     let (signer, _) = setup(&db).await;
     db.drop_protection().await;
     let row = db.store.entries(3, 1).await.unwrap().remove(0);
-    let forged = String::from_utf8(row.entry).unwrap().replace("\"amount\":30", "\"amount\":3000");
-    db.exec(&format!("UPDATE audit_entries SET entry = {} WHERE seq = 3", db.blob(forged.as_bytes())))
-        .await
-        .unwrap();
+    let forged = String::from_utf8(row.entry)
+        .unwrap()
+        .replace("\"amount\":30", "\"amount\":3000");
+    db.exec(&format!(
+        "UPDATE audit_entries SET entry = {} WHERE seq = 3",
+        db.blob(forged.as_bytes())
+    ))
+    .await
+    .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
     assert_eq!(err.first_bad_seq(), Some(3), "{err}");
     assert_mentions(&err, "do not hash to the stored leaf hash");
@@ -76,7 +99,9 @@ async fn modified_payload_with_leaf_hash_recomputed(db: Db) {
     let (signer, _) = setup(&db).await;
     db.drop_protection().await;
     let row = db.store.entries(3, 1).await.unwrap().remove(0);
-    let forged = String::from_utf8(row.entry).unwrap().replace("\"amount\":30", "\"amount\":3000");
+    let forged = String::from_utf8(row.entry)
+        .unwrap()
+        .replace("\"amount\":30", "\"amount\":3000");
     db.exec(&format!(
         "UPDATE audit_entries SET entry = {}, leaf_hash = {} WHERE seq = 3",
         db.blob(forged.as_bytes()),
@@ -97,7 +122,9 @@ async fn history_rewritten_with_every_hash_recomputed(db: Db) {
     db.drop_protection().await;
     // Rewrite entry 3 *and* every hash above it, so the database is self-consistent.
     let mut rows = db.store.entries(0, 100).await.unwrap();
-    let forged = String::from_utf8(rows[3].entry.clone()).unwrap().replace("\"amount\":30", "\"amount\":3000");
+    let forged = String::from_utf8(rows[3].entry.clone())
+        .unwrap()
+        .replace("\"amount\":30", "\"amount\":3000");
     rows[3].entry = forged.into_bytes();
     let mut sql = String::from("DELETE FROM audit_nodes;");
     let mut frontier = Frontier::new();
@@ -122,11 +149,16 @@ async fn history_rewritten_with_every_hash_recomputed(db: Db) {
     db.exec(&sql).await.unwrap();
     // The stored checkpoints, signed before the rewrite, expose it...
     let err = verify_fails(&db, &options(&signer, None)).await;
-    assert!(matches!(err, VerifyError::Checkpoint { size: 10, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::Checkpoint { size: 10, .. }),
+        "{err}"
+    );
     assert_mentions(&err, "changed after it was signed");
     // ...and if the attacker also deleted them, the trusted checkpoint still does.
     db.exec("DELETE FROM audit_checkpoints").await.unwrap();
-    verify_log(db.reopen().await.as_ref(), &options(&signer, None), &|_| {}).await.unwrap();
+    verify_log(db.reopen().await.as_ref(), &options(&signer, None), &|_| {})
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, Some(&trusted))).await;
     assert_mentions(&err, "history was rewritten");
     db.cleanup().await;
@@ -136,7 +168,9 @@ on_both_backends!(history_rewritten_with_every_hash_recomputed);
 async fn deleted_row(db: Db) {
     let (signer, _) = setup(&db).await;
     db.drop_protection().await;
-    db.exec("DELETE FROM audit_entries WHERE seq = 5").await.unwrap();
+    db.exec("DELETE FROM audit_entries WHERE seq = 5")
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
     assert_eq!(err.first_bad_seq(), Some(5), "{err}");
     assert_mentions(&err, "missing");
@@ -154,12 +188,16 @@ async fn swapped_rows(db: Db) {
             r.time_us,
             r.action_id,
             r.kind,
-            r.actor.as_ref().map_or("NULL".to_owned(), |a| format!("'{a}'")),
+            r.actor
+                .as_ref()
+                .map_or("NULL".to_owned(), |a| format!("'{a}'")),
             db.blob(&r.entry),
             db.blob(&r.leaf_hash.0)
         )
     };
-    db.exec(&format!("{}{}", set(6, &rows[1]), set(7, &rows[0]))).await.unwrap();
+    db.exec(&format!("{}{}", set(6, &rows[1]), set(7, &rows[0])))
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
     assert_eq!(err.first_bad_seq(), Some(6), "{err}");
     assert_mentions(&err, "rows were moved");
@@ -171,7 +209,9 @@ async fn altered_query_column(db: Db) {
     let (signer, _) = setup(&db).await;
     db.drop_protection().await;
     // Hide an action from queries by renaming its indexed column, leaving the bytes intact.
-    db.exec("UPDATE audit_entries SET action_id = 'act_innocent' WHERE seq = 4").await.unwrap();
+    db.exec("UPDATE audit_entries SET action_id = 'act_innocent' WHERE seq = 4")
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
     assert_eq!(err.first_bad_seq(), Some(4), "{err}");
     assert_mentions(&err, "stored column action_id");
@@ -182,12 +222,19 @@ on_both_backends!(altered_query_column);
 async fn truncated_tail(db: Db) {
     let (signer, trusted) = setup(&db).await;
     db.drop_protection().await;
-    db.exec("DELETE FROM audit_entries WHERE seq >= 12").await.unwrap();
+    db.exec("DELETE FROM audit_entries WHERE seq >= 12")
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
-    assert!(matches!(err, VerifyError::Checkpoint { size: 16, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::Checkpoint { size: 16, .. }),
+        "{err}"
+    );
     assert_mentions(&err, "log has only 12");
     // Without the checkpoint, the orphaned subtree hashes still give it away.
-    db.exec("DELETE FROM audit_checkpoints WHERE tree_size = 16").await.unwrap();
+    db.exec("DELETE FROM audit_checkpoints WHERE tree_size = 16")
+        .await
+        .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
     assert_mentions(&err, "node rows are stored where a tree of 12 entries has");
     // And the trusted checkpoint, kept outside the database, always does.
@@ -203,13 +250,26 @@ async fn forged_checkpoint(db: Db) {
     // Claim a different root at a new size, reusing the genuine signature line.
     let other_root = writ_audit::leaf_hash(b"forged");
     let lines: Vec<&str> = genuine.note.lines().collect();
-    let forged_note = format!("{}\n12\n{}\n\n{}\n", lines[0], other_root.to_base64(), lines[4]);
+    let forged_note = format!(
+        "{}\n12\n{}\n\n{}\n",
+        lines[0],
+        other_root.to_base64(),
+        lines[4]
+    );
     db.store
-        .add_checkpoint(StoredCheckpoint { tree_size: 12, root_hash: other_root, note: forged_note, created_us: 0 })
+        .add_checkpoint(StoredCheckpoint {
+            tree_size: 12,
+            root_hash: other_root,
+            note: forged_note,
+            created_us: 0,
+        })
         .await
         .unwrap();
     let err = verify_fails(&db, &options(&signer, None)).await;
-    assert!(matches!(err, VerifyError::Checkpoint { size: 12, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::Checkpoint { size: 12, .. }),
+        "{err}"
+    );
     assert_mentions(&err, "signature does not verify");
     // Without any key the signature cannot be checked, but the root still can.
     let err = verify_fails(&db, &VerifyOptions::default()).await;
@@ -224,11 +284,18 @@ async fn checkpoint_signed_by_another_key(db: Db) {
     db.store.append(vec![entry(16)]).await.unwrap();
     checkpoint(db.store.as_ref(), &intruder).await;
     let err = verify_fails(&db, &options(&signer, None)).await;
-    assert!(matches!(err, VerifyError::Checkpoint { size: 17, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::Checkpoint { size: 17, .. }),
+        "{err}"
+    );
     assert_mentions(&err, "signature does not verify");
     // A trusted checkpoint from the intruder's key is refused too.
     let forged_trusted = db.store.latest_checkpoint().await.unwrap().unwrap().note;
-    let opts = VerifyOptions { verifier: Some(signer.verifier()), trusted_checkpoint: Some(forged_trusted), batch: 0 };
+    let opts = VerifyOptions {
+        verifier: Some(signer.verifier()),
+        trusted_checkpoint: Some(forged_trusted),
+        batch: 0,
+    };
     let err = verify_fails(&db, &opts).await;
     assert_mentions(&err, "trusted checkpoint: signature does not verify");
     db.cleanup().await;
@@ -247,7 +314,9 @@ async fn rollback_to_an_older_state(db: Db) {
     )
     .await
     .unwrap();
-    let alone = verify_log(db.reopen().await.as_ref(), &options(&signer, None), &|_| {}).await.unwrap();
+    let alone = verify_log(db.reopen().await.as_ref(), &options(&signer, None), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(alone.size, 10);
     let err = verify_fails(&db, &options(&signer, Some(&trusted_at_16))).await;
     assert_mentions(&err, "commits to 16 entries but the log has only 10");
@@ -268,7 +337,8 @@ async fn sqlite_file_restored_from_an_old_copy() {
         store.append((0..10).map(entry).collect()).await.unwrap();
         checkpoint(&store, &signer).await;
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]).unwrap();
+        conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
     }
     let trusted = {
         let store = writ_store::sqlite::SqliteStore::open(&path).await.unwrap();
@@ -282,6 +352,8 @@ async fn sqlite_file_restored_from_an_old_copy() {
     std::fs::copy(&copy, &path).unwrap();
     let store = writ_store::sqlite::SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.size().await.unwrap(), 10);
-    let err = verify_log(&store, &options(&signer, Some(&trusted)), &|_| {}).await.unwrap_err();
+    let err = verify_log(&store, &options(&signer, Some(&trusted)), &|_| {})
+        .await
+        .unwrap_err();
     assert_mentions(&err, "commits to 20 entries but the log has only 10");
 }

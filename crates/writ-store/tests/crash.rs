@@ -44,7 +44,9 @@ fn main() {
 fn child(url: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = writ_store::open(Some(url), std::path::Path::new(".")).await.unwrap();
+        let store = writ_store::open(Some(url), std::path::Path::new("."))
+            .await
+            .unwrap();
         let out = Arc::new(Mutex::new(std::io::stdout()));
         let mut tasks = Vec::new();
         for w in 0..16u64 {
@@ -89,7 +91,9 @@ async fn crash_rounds(db: &common::Db) {
         };
         // Let it get going, then kill it mid-flight.
         let start = Instant::now();
-        while lines.lock().unwrap().len() < 200 * (round + 1) && start.elapsed() < Duration::from_secs(20) {
+        while lines.lock().unwrap().len() < 200 * (round + 1)
+            && start.elapsed() < Duration::from_secs(20)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap(); // SIGKILL
@@ -102,13 +106,18 @@ async fn crash_rounds(db: &common::Db) {
             assert_eq!(parts.next(), Some("ack"), "{line}");
             let seq: u64 = parts.next().unwrap().parse().unwrap();
             let action = parts.next().unwrap().to_owned();
-            assert!(acked.insert(seq, action).is_none(), "seq {seq} acknowledged twice");
+            assert!(
+                acked.insert(seq, action).is_none(),
+                "seq {seq} acknowledged twice"
+            );
         }
 
         let store = db.reopen().await;
         let report = writ_store::verify_log(store.as_ref(), &VerifyOptions::default(), &|_| {})
             .await
-            .unwrap_or_else(|e| panic!("round {round}: the log does not verify after SIGKILL: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("round {round}: the log does not verify after SIGKILL: {e}")
+            });
         let mut next = 0;
         let mut found = BTreeMap::new();
         while next < report.size {
@@ -118,7 +127,11 @@ async fn crash_rounds(db: &common::Db) {
             }
         }
         for (seq, action) in &acked {
-            assert_eq!(found.get(seq), Some(action), "round {round}: acknowledged entry {seq} is lost");
+            assert_eq!(
+                found.get(seq),
+                Some(action),
+                "round {round}: acknowledged entry {seq} is lost"
+            );
         }
         eprintln!(
             "round {round}: killed with {} acknowledged, {} in the log, verified",

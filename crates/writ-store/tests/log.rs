@@ -13,11 +13,17 @@ use writ_store::{EntryFilter, VerifyOptions};
 async fn appends_are_sequenced_and_provable(db: Db) {
     let store = db.store.clone();
     assert_eq!(store.size().await.unwrap(), 0);
-    assert_eq!(store.tree_head().await.unwrap().root, writ_audit::empty_root());
+    assert_eq!(
+        store.tree_head().await.unwrap().root,
+        writ_audit::empty_root()
+    );
     let mut reference = MemoryTree::new();
     for chunk in [1u64, 2, 5, 1, 8, 3, 13] {
         let start = store.size().await.unwrap();
-        let receipts = store.append((start..start + chunk).map(entry).collect()).await.unwrap();
+        let receipts = store
+            .append((start..start + chunk).map(entry).collect())
+            .await
+            .unwrap();
         let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (start..start + chunk).collect::<Vec<_>>());
         for r in &receipts {
@@ -43,7 +49,8 @@ async fn appends_are_sequenced_and_provable(db: Db) {
         for seq in 0..size {
             let proof = store.inclusion_proof(seq, size).await.unwrap();
             assert_eq!(proof, reference.inclusion_proof(seq, size).unwrap());
-            writ_audit::verify_inclusion(&rows[seq as usize].leaf_hash, seq, size, &proof, &root).unwrap();
+            writ_audit::verify_inclusion(&rows[seq as usize].leaf_hash, seq, size, &proof, &root)
+                .unwrap();
         }
         for old in 1..=size {
             let proof = store.consistency_proof(old, size).await.unwrap();
@@ -52,7 +59,14 @@ async fn appends_are_sequenced_and_provable(db: Db) {
         }
     }
     assert!(store.inclusion_proof(n, n).await.is_err());
-    assert!(store.root_at(n + 1).await.unwrap_err().to_string().contains("no root at size"));
+    assert!(
+        store
+            .root_at(n + 1)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no root at size")
+    );
     assert!(store.consistency_proof(1, n + 1).await.is_err());
 
     // A fresh process resumes the tree where it was.
@@ -61,7 +75,9 @@ async fn appends_are_sequenced_and_provable(db: Db) {
     store.append(vec![entry(100)]).await.unwrap();
     let r = store.tree_head().await.unwrap();
     assert_eq!(r.size, n + 1);
-    let report = writ_store::verify_log(store.as_ref(), &VerifyOptions::default(), &|_| {}).await.unwrap();
+    let report = writ_store::verify_log(store.as_ref(), &VerifyOptions::default(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(report.size, n + 1);
     assert_eq!(report.root, r.root.to_hex());
     drop(store);
@@ -77,7 +93,10 @@ async fn concurrent_appends_group_commit(db: Db) {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..20 {
-                let r = store.append(vec![entry(w * 1000 + i), entry(w * 1000 + i + 500)]).await.unwrap();
+                let r = store
+                    .append(vec![entry(w * 1000 + i), entry(w * 1000 + i + 500)])
+                    .await
+                    .unwrap();
                 // One append's entries are consecutive: a group is never interleaved.
                 assert_eq!(r[1].seq, r[0].seq + 1);
                 seqs.extend(r.iter().map(|r| r.seq));
@@ -92,13 +111,18 @@ async fn concurrent_appends_group_commit(db: Db) {
         }
     }
     assert_eq!(all.len(), 64 * 20 * 2);
-    assert_eq!(all.iter().copied().collect::<Vec<_>>(), (0..2560).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().copied().collect::<Vec<_>>(),
+        (0..2560).collect::<Vec<_>>()
+    );
     // A second store on the same database (another process) appends safely in between.
     let other = db.reopen().await;
     other.append(vec![entry(9999)]).await.unwrap();
     store.append(vec![entry(10000)]).await.unwrap();
     assert_eq!(store.size().await.unwrap(), 2562);
-    writ_store::verify_log(store.as_ref(), &VerifyOptions::default(), &|_| {}).await.unwrap();
+    writ_store::verify_log(store.as_ref(), &VerifyOptions::default(), &|_| {})
+        .await
+        .unwrap();
     drop((store, other));
     db.cleanup().await;
 }
@@ -120,7 +144,9 @@ async fn log_tables_refuse_update_and_delete(db: Db) {
         assert!(err.contains("append-only"), "{err}");
     }
     assert_eq!(db.store.size().await.unwrap(), 4);
-    writ_store::verify_log(db.store.as_ref(), &VerifyOptions::default(), &|_| {}).await.unwrap();
+    writ_store::verify_log(db.store.as_ref(), &VerifyOptions::default(), &|_| {})
+        .await
+        .unwrap();
     db.cleanup().await;
 }
 on_both_backends!(log_tables_refuse_update_and_delete);
@@ -131,22 +157,71 @@ async fn queries_filter_and_page(db: Db) {
     store.append((0..50).map(entry).collect()).await.unwrap();
     let q = |f: EntryFilter| {
         let store = store.clone();
-        async move { store.query(&EntryFilter { limit: 1000, ..f }).await.unwrap() }
+        async move {
+            store
+                .query(&EntryFilter { limit: 1000, ..f })
+                .await
+                .unwrap()
+        }
     };
-    let by_action = q(EntryFilter { action_id: Some("act_7".into()), ..Default::default() }).await;
+    let by_action = q(EntryFilter {
+        action_id: Some("act_7".into()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(by_action.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7]);
-    let by_kind = q(EntryFilter { kind: Some(EntryKind::Executed), ..Default::default() }).await;
+    let by_kind = q(EntryFilter {
+        kind: Some(EntryKind::Executed),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(by_kind.len(), (0..50).filter(|i| i % 7 == 4).count());
     assert!(by_kind.iter().all(|e| e.kind == "executed"));
-    let by_actor = q(EntryFilter { actor: Some("agent:bot-1".into()), ..Default::default() }).await;
-    assert_eq!(by_actor.len(), (0..50u64).filter(|i| i % 3 != 0 && i % 4 == 1).count());
-    let in_time = q(EntryFilter { since: Some(before), ..Default::default() }).await;
+    let by_actor = q(EntryFilter {
+        actor: Some("agent:bot-1".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        by_actor.len(),
+        (0..50u64).filter(|i| i % 3 != 0 && i % 4 == 1).count()
+    );
+    let in_time = q(EntryFilter {
+        since: Some(before),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(in_time.len(), 50);
     let future = Timestamp::from_micros(Timestamp::now().as_micros() + 60_000_000).unwrap();
-    assert!(q(EntryFilter { since: Some(future), ..Default::default() }).await.is_empty());
-    assert_eq!(q(EntryFilter { until: Some(before), ..Default::default() }).await.len(), 0);
-    let page = store.query(&EntryFilter { after_seq: Some(45), limit: 3, ..Default::default() }).await.unwrap();
-    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![46, 47, 48]);
+    assert!(
+        q(EntryFilter {
+            since: Some(future),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        q(EntryFilter {
+            until: Some(before),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    let page = store
+        .query(&EntryFilter {
+            after_seq: Some(45),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![46, 47, 48]
+    );
     drop(store);
     db.cleanup().await;
 }
@@ -156,15 +231,22 @@ on_both_backends!(queries_filter_and_page);
 async fn bad_urls_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     for url in ["mysql://x", "sqlite://", "http://localhost"] {
-        let err = writ_store::open(Some(url), dir.path()).await.err().unwrap().to_string();
+        let err = writ_store::open(Some(url), dir.path())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("unsupported database URL"), "{url}: {err}");
     }
     // A wrong password never appears in the error.
-    let err = writ_store::open(Some("postgres://writ:hunter2-secret@127.0.0.1:1/nope"), dir.path())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = writ_store::open(
+        Some("postgres://writ:hunter2-secret@127.0.0.1:1/nope"),
+        dir.path(),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
     assert!(!err.contains("hunter2-secret"), "{err}");
 }
 
@@ -174,7 +256,12 @@ async fn invalid_entries_append_nothing() {
     db.store.append(vec![entry(0)]).await.unwrap();
     let mut bad = entry(1);
     bad.payload = serde_json::json!({"x": "y".repeat(writ_core::MAX_ENTRY_BYTES)});
-    let err = db.store.append(vec![entry(2), bad]).await.unwrap_err().to_string();
+    let err = db
+        .store
+        .append(vec![entry(2), bad])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("limit"), "{err}");
     assert_eq!(db.store.size().await.unwrap(), 1);
 }

@@ -10,8 +10,14 @@ use writ_core::{ActionId, EntryKind, NewEntry};
 use writ_store::Store;
 
 pub enum Kind {
-    Sqlite { path: PathBuf },
-    Postgres { base_url: String, url: String, schema: String },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        base_url: String,
+        url: String,
+        schema: String,
+    },
 }
 
 pub struct Db {
@@ -41,7 +47,11 @@ impl Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writ.db");
         let store = Arc::new(writ_store::sqlite::SqliteStore::open(&path).await.unwrap());
-        Db { store, kind: Kind::Sqlite { path }, _dir: Some(dir) }
+        Db {
+            store,
+            kind: Kind::Sqlite { path },
+            _dir: Some(dir),
+        }
     }
 
     pub async fn postgres() -> Option<Db> {
@@ -51,7 +61,15 @@ impl Db {
             .await
             .expect("PostgreSQL at WRIT_TEST_POSTGRES_URL is unreachable");
         let store = Arc::new(writ_store::postgres::PgStore::connect(&url).await.unwrap());
-        Some(Db { store, kind: Kind::Postgres { base_url, url, schema }, _dir: None })
+        Some(Db {
+            store,
+            kind: Kind::Postgres {
+                base_url,
+                url,
+                schema,
+            },
+            _dir: None,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -64,8 +82,12 @@ impl Db {
     /// A new store on the same database, with no state cached from before.
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.kind {
-            Kind::Sqlite { path } => Arc::new(writ_store::sqlite::SqliteStore::open(path).await.unwrap()),
-            Kind::Postgres { url, .. } => Arc::new(writ_store::postgres::PgStore::connect(url).await.unwrap()),
+            Kind::Sqlite { path } => {
+                Arc::new(writ_store::sqlite::SqliteStore::open(path).await.unwrap())
+            }
+            Kind::Postgres { url, .. } => {
+                Arc::new(writ_store::postgres::PgStore::connect(url).await.unwrap())
+            }
         }
     }
 
@@ -78,8 +100,14 @@ impl Db {
             }
             Kind::Postgres { url, .. } => {
                 use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -99,7 +127,9 @@ impl Db {
             Kind::Sqlite { .. } => {
                 let mut s = String::new();
                 for t in ["audit_entries", "audit_nodes", "audit_checkpoints"] {
-                    s.push_str(&format!("DROP TRIGGER {t}_no_update; DROP TRIGGER {t}_no_delete;"));
+                    s.push_str(&format!(
+                        "DROP TRIGGER {t}_no_update; DROP TRIGGER {t}_no_delete;"
+                    ));
                 }
                 s
             }
@@ -117,9 +147,14 @@ impl Db {
     }
 
     pub async fn cleanup(self) {
-        if let Kind::Postgres { base_url, schema, .. } = &self.kind {
+        if let Kind::Postgres {
+            base_url, schema, ..
+        } = &self.kind
+        {
             drop(self.store);
-            writ_store::postgres::drop_schema(base_url, schema).await.unwrap();
+            writ_store::postgres::drop_schema(base_url, schema)
+                .await
+                .unwrap();
         }
     }
 }
@@ -128,7 +163,11 @@ pub fn entry(i: u64) -> NewEntry {
     NewEntry::new(
         ActionId::new(format!("act_{i}")).unwrap(),
         EntryKind::ALL[(i % 7) as usize],
-        if i % 3 == 0 { None } else { Some(format!("agent:bot-{}", i % 4)) },
+        if i.is_multiple_of(3) {
+            None
+        } else {
+            Some(format!("agent:bot-{}", i % 4))
+        },
         json!({"i": i, "note": "payload ü", "args": {"amount": i * 10}}),
     )
     .unwrap()

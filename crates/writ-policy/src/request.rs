@@ -1,0 +1,341 @@
+//! What Writ asks the policy: who (agent acting for a user), what (`connector.operation`), on what
+//! (a connector's resource), in which context (arguments, grant, intent, time, approval facts).
+//!
+//! The mapping onto Cedar is fixed, and a bundle's schema must declare it (see
+//! `examples/policies/README.md`):
+//!
+//! | Writ                          | Cedar                                                      |
+//! |-------------------------------|------------------------------------------------------------|
+//! | `principal.agent`             | principal `Agent::"<agent>"`, attribute `user: User`       |
+//! | `principal.user`              | `User::"<user>"`, a parent of the agent                    |
+//! | `principal.groups`            | `Group::"<g>"`, parents of the user                        |
+//! | `principal.agent_groups`      | `Group::"<g>"`, parents of the agent                       |
+//! | `action`                      | `Action::"<connector.operation>"`                          |
+//! | `resource`                    | `<type>::"<id>"` with its attributes and parents           |
+//! | `context`                     | `{ args, grant, intent, time, approval }`                  |
+//!
+//! So `principal in Group::"eng"` holds when the agent acts for a member of `eng`, and
+//! `principal in User::"alice"` when it acts for alice.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request, Schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::RequestError;
+
+/// One request for a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub principal: Principal,
+    /// `connector.operation`, e.g. `github.merge_pull_request`.
+    pub action: String,
+    pub resource: Resource,
+    pub context: RequestContext,
+}
+
+/// The agent that decided, and the user on whose authority it acts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub agent: String,
+    pub user: String,
+    /// The user's groups (as the identity provider reports them).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Groups the agent itself belongs to (e.g. `trusted-agents`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_groups: Vec<String>,
+}
+
+/// The policy resource a connector maps the call to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// Cedar entity type, e.g. `Repo`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<EntityRef>,
+}
+
+/// A reference to an entity: `{type, id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// The facts Writ computed about this call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestContext {
+    /// The call's arguments, as the connector validated them.
+    #[serde(default = "empty_object")]
+    pub args: Value,
+    /// The grant the call is made under (shape declared by the bundle's schema). A request without
+    /// a grant fails schema validation when the schema requires one, and so is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Value>,
+    /// The agent's stated intent.
+    #[serde(default)]
+    pub intent: String,
+    /// When the call is evaluated. Policies see `unix`, `hour`, `minute` and `weekday` in this
+    /// time's UTC offset, so Writ passes it in the organisation's office time zone.
+    pub time: RequestTime,
+    /// Present on the evaluation after approvers decided.
+    #[serde(default)]
+    pub approval: ApprovalFacts,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The outcome of an approval, as the second evaluation sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalFacts {
+    /// Every gate's requirement was met (quorum reached, not expired, no self-approval).
+    #[serde(default)]
+    pub granted: bool,
+    /// Who approved, as `user:<id>`.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+/// An instant with the UTC offset policies should read hours and weekdays in.
+/// Serialized as RFC 3339 (`2026-05-04T10:30:00+02:00`); a bare integer is read as Unix seconds (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTime(pub OffsetDateTime);
+
+impl RequestTime {
+    pub fn now_utc() -> Self {
+        Self(OffsetDateTime::now_utc())
+    }
+
+    /// Hour of day 0–23, in this time's offset.
+    pub fn hour(&self) -> i64 {
+        i64::from(self.0.hour())
+    }
+
+    /// ISO weekday: 1 = Monday … 7 = Sunday.
+    pub fn weekday(&self) -> i64 {
+        i64::from(self.0.weekday().number_from_monday())
+    }
+
+    fn to_cedar_json(self) -> Value {
+        json!({
+            "unix": self.0.unix_timestamp(),
+            "hour": self.hour(),
+            "minute": i64::from(self.0.minute()),
+            "weekday": self.weekday(),
+        })
+    }
+}
+
+impl fmt::Display for RequestTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.format(&Rfc3339) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => write!(f, "{}", self.0.unix_timestamp()),
+        }
+    }
+}
+
+impl FromStr for RequestTime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(Self)
+            .map_err(|e| format!("`{s}` is not an RFC 3339 time (like 2026-05-04T10:30:00Z): {e}"))
+    }
+}
+
+impl Serialize for RequestTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Unix(i64),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(s) => s.parse().map_err(serde::de::Error::custom),
+            Repr::Unix(n) => OffsetDateTime::from_unix_timestamp(n)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Turns [`PolicyRequest`]s into Cedar requests and entities for one schema. Built once per bundle.
+#[derive(Debug)]
+pub(crate) struct EntityModel {
+    schema: Schema,
+    action_type: EntityTypeName,
+    agent_type: EntityTypeName,
+    /// Every entity type the schema declares, by name, so that no request re-parses a type name.
+    types: HashMap<String, EntityTypeName>,
+}
+
+impl EntityModel {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        let types = schema
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
+        Self {
+            schema: schema.clone(),
+            action_type: type_name("Action"),
+            agent_type: type_name("Agent"),
+            types,
+        }
+    }
+
+    pub(crate) fn action_uid(&self, action: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(action))
+    }
+
+    /// Builds the Cedar request (validated against the schema) and its entities.
+    pub(crate) fn to_cedar(
+        &self,
+        req: &PolicyRequest,
+    ) -> Result<(Request, Entities), RequestError> {
+        let p = &req.principal;
+        let resource_type = self.types.get(&req.resource.kind).ok_or_else(|| {
+            RequestError(format!(
+                "resource type `{}` is not declared in the policy schema",
+                req.resource.kind
+            ))
+        })?;
+        let entities = Entities::from_json_value(self.entities_json(req), Some(&self.schema))
+            .map_err(|e| {
+                RequestError(format!(
+                    "the request's entities do not match the policy schema: {e}"
+                ))
+            })?;
+        let principal =
+            EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&p.agent));
+        let action = self.action_uid(&req.action);
+        let resource = EntityUid::from_type_name_and_id(
+            resource_type.clone(),
+            EntityId::new(&req.resource.id),
+        );
+        let context = Context::from_json_value(
+            self.context_json(&req.context),
+            Some((&self.schema, &action)),
+        )
+        .map_err(|e| {
+            RequestError(format!(
+                "the context of `{}` does not match the policy schema: {e}",
+                req.action
+            ))
+        })?;
+        let request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| {
+                RequestError(format!("the request does not match the policy schema: {e}"))
+            })?;
+        Ok((request, entities))
+    }
+
+    fn entities_json(&self, req: &PolicyRequest) -> Value {
+        let p = &req.principal;
+        let user = json!({"type": "User", "id": p.user});
+        let group = |g: &String| json!({"type": "Group", "id": g});
+        let mut agent_parents = vec![user.clone()];
+        agent_parents.extend(p.agent_groups.iter().map(group));
+        let mut entities = vec![
+            json!({"uid": {"type": "Agent", "id": p.agent}, "attrs": {"user": {"__entity": user}}, "parents": agent_parents}),
+            json!({"uid": user, "attrs": {}, "parents": p.groups.iter().map(group).collect::<Vec<_>>()}),
+        ];
+        let mut seen_groups: Vec<&String> = Vec::new();
+        for g in p.groups.iter().chain(&p.agent_groups) {
+            if !seen_groups.contains(&g) {
+                seen_groups.push(g);
+                entities.push(json!({"uid": group(g), "attrs": {}, "parents": []}));
+            }
+        }
+        let r = &req.resource;
+        let principal_side = (r.kind == "Agent" && r.id == p.agent)
+            || (r.kind == "User" && r.id == p.user)
+            || (r.kind == "Group" && seen_groups.contains(&&r.id));
+        if !principal_side {
+            let parents: Vec<Value> = r
+                .parents
+                .iter()
+                .map(|e| json!({"type": e.kind, "id": e.id}))
+                .collect();
+            entities.push(json!({"uid": {"type": r.kind, "id": r.id}, "attrs": r.attributes, "parents": parents}));
+            for parent in &r.parents {
+                entities.push(json!({"uid": {"type": parent.kind, "id": parent.id}, "attrs": {}, "parents": []}));
+            }
+        }
+        Value::Array(entities)
+    }
+
+    fn context_json(&self, c: &RequestContext) -> Value {
+        let mut m = Map::with_capacity(5);
+        m.insert("args".into(), c.args.clone());
+        if let Some(grant) = &c.grant {
+            m.insert("grant".into(), grant.clone());
+        }
+        m.insert("intent".into(), Value::String(c.intent.clone()));
+        m.insert("time".into(), c.time.to_cedar_json());
+        m.insert(
+            "approval".into(),
+            json!({"granted": c.approval.granted, "approvers": c.approval.approvers}),
+        );
+        Value::Object(m)
+    }
+}
+
+#[allow(clippy::expect_used)] // only called with constant identifiers; covered by every test
+fn type_name(name: &str) -> EntityTypeName {
+    EntityTypeName::from_str(name).expect("a valid Cedar identifier")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_reads_in_its_own_offset() {
+        let t: RequestTime = "2026-05-03T23:30:00-02:00".parse().unwrap();
+        // Sunday 23:30 at -02:00 is Monday 01:30 UTC; policies see the local facts.
+        assert_eq!(t.hour(), 23);
+        assert_eq!(t.weekday(), 7);
+        let v = t.to_cedar_json();
+        assert_eq!(v["minute"], 30);
+        assert_eq!(v["unix"], 1_777_858_200i64);
+    }
+
+    #[test]
+    fn time_serde_round_trips_and_accepts_unix_seconds() {
+        let t: RequestTime = serde_json::from_str("\"2026-05-04T10:00:00Z\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2026-05-04T10:00:00Z\""
+        );
+        let u: RequestTime = serde_json::from_str("1777888800").unwrap();
+        assert_eq!(t, u);
+        assert!(serde_json::from_str::<RequestTime>("\"monday\"").is_err());
+    }
+}
