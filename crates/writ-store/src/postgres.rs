@@ -156,47 +156,21 @@ async fn commit_batch(
     let mut batch = Batch::default();
     let receipts = current.sequence(&groups, &mut batch);
 
-    let n = batch.entries.len();
-    let (mut seqs, mut times, mut actions, mut kinds, mut actors, mut bodies, mut leaves) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in batch.entries {
-        seqs.push(to_i64(e.seq, "sequence number")?);
-        times.push(e.time_us);
-        actions.push(e.action_id);
-        kinds.push(e.kind);
-        actors.push(e.actor);
-        bodies.push(e.entry);
-        leaves.push(e.leaf_hash.0.to_vec());
+    // Each statement stays well below the socket's initial send buffer. sqlx 0.9.0 does not set
+    // TCP_NODELAY (sqlx issue #4335): a message written in two parts waits on the server's delayed
+    // ACK, 40 ms per statement, which measured as a 6× throughput loss at 64 writers.
+    for chunk in statement_chunks(&batch.entries) {
+        insert_entries(&mut tx, chunk).await?;
     }
-    sqlx::query(
-        "INSERT INTO audit_entries (seq, time_us, action_id, kind, actor, entry, leaf_hash)
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BYTEA[], $7::BYTEA[])",
-    )
-    .bind(seqs)
-    .bind(times)
-    .bind(actions)
-    .bind(kinds)
-    .bind(actors)
-    .bind(bodies)
-    .bind(leaves)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| StoreError::db(op, e))?;
-    if !batch.nodes.is_empty() {
-        let mut levels = Vec::with_capacity(batch.nodes.len());
-        let mut idxs = Vec::with_capacity(batch.nodes.len());
-        let mut hashes = Vec::with_capacity(batch.nodes.len());
-        for (id, hash) in &batch.nodes {
+    // About 60 bytes per node on the wire: 128 nodes stay under the same bound.
+    for chunk in batch.nodes.chunks(128) {
+        let mut levels = Vec::with_capacity(chunk.len());
+        let mut idxs = Vec::with_capacity(chunk.len());
+        let mut hashes = Vec::with_capacity(chunk.len());
+        for (id, hash) in chunk {
             levels.push(i16::from(id.level));
             idxs.push(to_i64(id.index, "node index")?);
-            hashes.push(hash.0.to_vec());
+            hashes.push(&hash.0[..]);
         }
         sqlx::query(
             "INSERT INTO audit_nodes (level, idx, hash)
@@ -212,6 +186,68 @@ async fn commit_batch(
     tx.commit().await.map_err(|e| StoreError::db(op, e))?;
     *state = Some(current);
     Ok(receipts)
+}
+
+/// Bytes of entry data per INSERT statement (see `commit_batch`).
+const STATEMENT_BYTES: usize = 8 * 1024;
+
+/// Splits entries into runs of about [`STATEMENT_BYTES`] (at least one entry per run).
+fn statement_chunks(entries: &[StoredEntry]) -> Vec<&[StoredEntry]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let size = e.entry.len() + e.action_id.len() + e.kind.len() + 64;
+        if i > start && bytes + size > STATEMENT_BYTES {
+            chunks.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < entries.len() {
+        chunks.push(&entries[start..]);
+    }
+    chunks
+}
+
+async fn insert_entries(
+    tx: &mut sqlx::PgConnection,
+    entries: &[StoredEntry],
+) -> Result<(), StoreError> {
+    let op = "append";
+    let n = entries.len();
+    let (mut seqs, mut times, mut actions, mut kinds, mut actors, mut bodies, mut leaves) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in entries {
+        seqs.push(to_i64(e.seq, "sequence number")?);
+        times.push(e.time_us);
+        actions.push(e.action_id.as_str());
+        kinds.push(e.kind.as_str());
+        actors.push(e.actor.as_deref());
+        bodies.push(e.entry.as_slice());
+        leaves.push(&e.leaf_hash.0[..]);
+    }
+    sqlx::query(
+        "INSERT INTO audit_entries (seq, time_us, action_id, kind, actor, entry, leaf_hash)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BYTEA[], $7::BYTEA[])",
+    )
+    .bind(seqs)
+    .bind(times)
+    .bind(actions)
+    .bind(kinds)
+    .bind(actors)
+    .bind(bodies)
+    .bind(leaves)
+    .execute(tx)
+    .await
+    .map_err(|e| StoreError::db(op, e))?;
+    Ok(())
 }
 
 async fn log_size(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError> {
