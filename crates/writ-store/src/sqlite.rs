@@ -39,6 +39,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<mpsc::Sender<AppendJob>>,
     readers: Arc<ReadPool>,
+    /// Dropping it stops the checkpointer thread.
+    _stop_checkpoints: Mutex<mpsc::Sender<()>>,
 }
 
 impl SqliteStore {
@@ -46,13 +48,24 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let open_path = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let (conn, checkpoint_conn) = tokio::task::spawn_blocking(move || {
             let mut conn = connect(&open_path)?;
             run_migrations(&mut conn)?;
-            Ok(conn)
+            let checkpoint_conn = connect(&open_path)?;
+            Ok::<_, StoreError>((conn, checkpoint_conn))
         })
         .await
         .map_err(|e| StoreError::db("open", e))??;
+        // The WAL is copied back into the database by a thread of its own, so that the writer's
+        // commits do not wait for checkpoints. The writer still checkpoints if the WAL grows past
+        // WRITER_CHECKPOINT_PAGES, in case the checkpointer cannot keep up.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(|e| StoreError::db("open", e))?;
+        let (stop_checkpoints, stopped) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("writ-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stopped))
+            .map_err(|e| StoreError::db("start checkpoint thread", e))?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("writ-sqlite-writer".into())
@@ -65,6 +78,7 @@ impl SqliteStore {
             }),
             path,
             writer: Mutex::new(tx),
+            _stop_checkpoints: Mutex::new(stop_checkpoints),
         })
     }
 
@@ -72,7 +86,7 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -130,6 +144,21 @@ fn run_migrations(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(|e| StoreError::db(op, e))?;
     }
     tx.commit().map_err(|e| StoreError::db(op, e))
+}
+
+/// WAL pages after which the writer checkpoints by itself (the checkpointer normally has).
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+
+/// How often the checkpointer copies committed WAL pages into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs passive checkpoints (they never block the writer or readers) until the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "WAL checkpoint failed; the writer will checkpoint instead");
+        }
+    }
 }
 
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<AppendJob>) {
