@@ -9,11 +9,18 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod agents;
 mod audit;
 mod bench;
+mod grants;
+mod identity;
+mod init;
 mod keys;
 mod ocsf;
 mod policy;
+mod token;
+mod users;
+mod vault;
 
 /// Writ: the governed boundary between AI agents and the systems they act on.
 #[derive(Debug, Parser)]
@@ -46,6 +53,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a commented writ.toml and a policies/ bundle to start from.
+    Init(init::InitArgs),
     /// Manage the audit log's signing key.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -58,16 +67,37 @@ enum Command {
     /// Measure Writ on this machine (benchmarks, not tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Add and list local users (and their API keys).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Register agents and rotate their credentials.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
+    /// Create, list, show and revoke grants.
+    #[command(subcommand)]
+    Grants(grants::GrantsCommand),
+    /// Store, list, rotate and retire credentials in the vault.
+    #[command(subcommand)]
+    Vault(vault::VaultCommand),
+    /// Exchange, verify and publish delegated tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Init(args) => init::run(args, &cli.global),
         Command::Keys(cmd) => keys::run(cmd, &cli.global),
         Command::Policy(cmd) => policy::run(cmd, &cli.global),
         Command::Audit(cmd) => block_on(audit::run(cmd, &cli.global)),
         Command::Bench(cmd) => block_on(bench::run(cmd, &cli.global)),
+        Command::Users(cmd) => block_on(users::run(cmd, &cli.global)),
+        Command::Agents(cmd) => block_on(agents::run(cmd, &cli.global)),
+        Command::Grants(cmd) => block_on(grants::run(cmd, &cli.global)),
+        Command::Vault(cmd) => block_on(vault::run(cmd, &cli.global)),
+        Command::Token(cmd) => block_on(token::run(cmd, &cli.global)),
     };
     match result {
         Ok(code) => code,

@@ -261,3 +261,65 @@ fn python_has_cryptography() -> bool {
     }
     ok
 }
+
+/// The same commands on PostgreSQL, selected by `--database-url` alone.
+#[test]
+fn the_cli_runs_on_postgresql_with_only_a_url() {
+    let Ok(base) = std::env::var("WRIT_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set WRIT_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping: WRIT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = format!(
+        "writ_cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    let url = rt
+        .block_on(writ_store::postgres::url_with_fresh_schema(&base, &schema))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pg = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_writ"));
+        c.arg("--data-dir")
+            .arg(&data)
+            .arg("--database-url")
+            .arg(&url);
+        c
+    };
+    ok(pg().args(["keys", "generate"]), None);
+    let out = ok(
+        pg().args(["audit", "append", "--json"]),
+        Some(&lines(12, 0)),
+    );
+    assert!(out.contains("11"), "{out}");
+    let note = ok(pg().args(["audit", "checkpoint"]), None);
+    assert!(note.contains("\n12\n"), "{note}");
+    ok(pg().args(["audit", "append"]), Some(&lines(5, 12)));
+    let note_file = dir.path().join("cp.note");
+    std::fs::write(&note_file, &note).unwrap();
+    let out = ok(
+        pg().args(["audit", "verify", "--json", "--trusted-checkpoint"])
+            .arg(&note_file),
+        None,
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["size"], 17, "{out}");
+    // Nothing went to a SQLite file: the data directory holds only the keys.
+    assert!(!data.join("writ.db").exists());
+    let out = ok(
+        pg().args(["audit", "query", "--action-id", "act_3", "--json"]),
+        None,
+    );
+    assert!(out.contains("act_3"), "{out}");
+    rt.block_on(writ_store::postgres::drop_schema(&base, &schema))
+        .unwrap();
+}

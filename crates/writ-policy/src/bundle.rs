@@ -28,7 +28,8 @@ pub const NO_PERMIT_REASON: &str = "no policy permits this action";
 
 /// What identifies the exact policy that decided: the SHA-256 of the bundle's policy and schema
 /// files (path-sorted, each with its relative path), and the git commit when the directory is in a
-/// git work tree.
+/// git work tree (`<commit>-dirty` when the directory has uncommitted changes; the SHA-256 is what
+/// identifies the content either way).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BundleVersion {
     /// Lowercase hex.
@@ -626,7 +627,8 @@ fn read_bundle_files(dir: &Path) -> Result<Vec<SourceFile>, BundleError> {
     Ok(files)
 }
 
-/// `git rev-parse HEAD` in `dir`, when git is installed and `dir` is in a work tree.
+/// `git rev-parse HEAD` in `dir`, when git is installed and `dir` is in a work tree, with `-dirty`
+/// appended when files under `dir` differ from that commit.
 fn git_commit(dir: &Path) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
@@ -636,6 +638,24 @@ fn git_commit(dir: &Path) -> Option<String> {
         .output()
         .ok()?;
     let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && commit.len() >= 40 && commit.chars().all(|c| c.is_ascii_hexdigit()))
-        .then_some(commit)
+    if !(out.status.success()
+        && commit.len() >= 40
+        && commit.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    // Files changed since that commit are not what the commit names: say so, like `git describe`.
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let dirty = !status.status.success() || !status.stdout.is_empty();
+    Some(if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    })
 }

@@ -33,7 +33,11 @@ impl ShadowResult {
         let live = live.evaluate(request);
         let candidate = candidate.evaluate(request);
         let disagrees = !live.same_outcome(&candidate);
-        Self { live, candidate, disagrees }
+        Self {
+            live,
+            candidate,
+            disagrees,
+        }
     }
 }
 
@@ -43,7 +47,10 @@ impl ShadowResult {
 pub enum ReloadOutcome {
     /// The files hash to the serving version; nothing was swapped.
     Unchanged { version: BundleVersion },
-    Reloaded { from: BundleVersion, to: BundleVersion },
+    Reloaded {
+        from: BundleVersion,
+        to: BundleVersion,
+    },
 }
 
 /// The policy decision point of a Writ server.
@@ -125,7 +132,9 @@ impl PolicyEngine {
         let Some(dir) = &self.dir else {
             return Err(BundleError::Layout {
                 dir: self.live.load().root().to_path_buf(),
-                problem: "this engine was built from a bundle in memory and has no directory to reload".into(),
+                problem:
+                    "this engine was built from a bundle in memory and has no directory to reload"
+                        .into(),
             });
         };
         match Bundle::load(dir) {
@@ -177,9 +186,15 @@ impl PolicyEngine {
         debouncer
             .watcher()
             .watch(&dir, notify::RecursiveMode::Recursive)
-            .map_err(|e| WatchError { dir: dir.clone(), message: e.to_string() })?;
+            .map_err(|e| WatchError {
+                dir: dir.clone(),
+                message: e.to_string(),
+            })?;
         tracing::info!(dir = %dir.display(), "watching the policy bundle for changes");
-        Ok(BundleWatcher { _debouncer: debouncer, dir })
+        Ok(BundleWatcher {
+            _debouncer: debouncer,
+            dir,
+        })
     }
 }
 
@@ -197,6 +212,8 @@ impl BundleWatcher {
 
 impl std::fmt::Debug for BundleWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleWatcher").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("BundleWatcher")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }

@@ -13,6 +13,8 @@
 //! I/O is reading bundle files, asking `git` for the commit, and watching the directory.
 
 mod bundle;
+mod cases;
+mod engine;
 mod error;
 mod request;
 mod slice;
@@ -21,6 +23,11 @@ mod verdict;
 pub use bundle::{
     Bundle, BundleVersion, NO_PERMIT_REASON, PolicyEffect, PolicyInfo, SourceFile, TESTS_DIR,
 };
+pub use cases::{
+    Case, CaseOutcome, NamedRequest, TestReport, VerdictChange, case_files, diff, load_case_file,
+    load_requests, run_bundle_tests, run_case,
+};
+pub use engine::{BundleWatcher, PolicyEngine, ReloadOutcome, ShadowResult};
 pub use error::{BundleError, CaseError, RequestError, SourceError, WatchError};
 pub use request::{
     ApprovalFacts, EntityRef, PolicyRequest, Principal, RequestContext, RequestTime, Resource,

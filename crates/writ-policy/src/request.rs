@@ -17,11 +17,14 @@
 //! So `principal in Group::"eng"` holds when the agent acts for a member of `eng`, and
 //! `principal in User::"alice"` when it acts for alice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request, Schema};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+    Schema,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -194,6 +197,11 @@ pub(crate) struct EntityModel {
     agent_type: EntityTypeName,
     /// Every entity type the schema declares, by name, so that no request re-parses a type name.
     types: HashMap<String, EntityTypeName>,
+    /// For each action of the schema: that action entity and its ancestor groups, ready to be
+    /// cloned into a request's entities. Cedar's `Entities::from_json_value(.., Some(schema))`
+    /// adds *every* action of the schema to every request, which dominates the cost of building a
+    /// request for a large schema; a request only needs its own action's hierarchy.
+    action_entities: HashMap<EntityUid, Entities>,
 }
 
 impl EntityModel {
@@ -202,11 +210,25 @@ impl EntityModel {
             .entity_types()
             .map(|t| (t.to_string(), t.clone()))
             .collect();
+        let mut action_entities = HashMap::new();
+        if let Ok(all) = schema.action_entities() {
+            for action in schema.actions() {
+                let mut uids = vec![action.clone()];
+                if let Some(ancestors) = all.ancestors(action) {
+                    uids.extend(ancestors.cloned());
+                }
+                let entities = uids.iter().filter_map(|u| all.get(u).cloned());
+                if let Ok(entities) = Entities::from_entities(entities, None) {
+                    action_entities.insert(action.clone(), entities);
+                }
+            }
+        }
         Self {
             schema: schema.clone(),
             action_type: type_name("Action"),
             agent_type: type_name("Agent"),
             types,
+            action_entities,
         }
     }
 
@@ -226,19 +248,49 @@ impl EntityModel {
                 req.resource.kind
             ))
         })?;
-        let entities = Entities::from_json_value(self.entities_json(req), Some(&self.schema))
-            .map_err(|e| {
-                RequestError(format!(
-                    "the request's entities do not match the policy schema: {e}"
-                ))
-            })?;
+        let action = self.action_uid(&req.action);
+        let base = self.action_entities.get(&action).ok_or_else(|| {
+            RequestError(format!(
+                "action `{}` is not declared in the policy schema",
+                req.action
+            ))
+        })?;
         let principal =
             EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&p.agent));
-        let action = self.action_uid(&req.action);
         let resource = EntityUid::from_type_name_and_id(
             resource_type.clone(),
             EntityId::new(&req.resource.id),
         );
+        // Fast path: build the values directly and let Cedar validate them against the schema.
+        // Cedar's schema-guided JSON parsers cost far more than the evaluation itself. When the
+        // plain reading of the JSON does not validate (an entity or extension value written as
+        // a string, a wrong type), the schema-guided parsers below decide, and name the error.
+        let entities = self
+            .plain_entities(req, &principal, resource_type)
+            .and_then(|e| base.clone().add_entities(e, Some(&self.schema)).ok());
+        if let Some(entities) = &entities
+            && let Some(context) = plain_context(&self.context_json(&req.context))
+            && let Ok(request) = Request::new(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+                context,
+                Some(&self.schema),
+            )
+        {
+            return Ok((request, entities.clone()));
+        }
+        let entities = match entities {
+            Some(e) => e,
+            None => base
+                .clone()
+                .add_entities_from_json_value(self.entities_json(req), Some(&self.schema))
+                .map_err(|e| {
+                    RequestError(format!(
+                        "the request's entities do not match the policy schema: {e}"
+                    ))
+                })?,
+        };
         let context = Context::from_json_value(
             self.context_json(&req.context),
             Some((&self.schema, &action)),
@@ -254,6 +306,60 @@ impl EntityModel {
                 RequestError(format!("the request does not match the policy schema: {e}"))
             })?;
         Ok((request, entities))
+    }
+
+    /// The request's entities built directly (unvalidated), or `None` when the plain reading of
+    /// the JSON cannot express them (then the schema-guided JSON parser is used).
+    fn plain_entities(
+        &self,
+        req: &PolicyRequest,
+        agent: &EntityUid,
+        resource_type: &EntityTypeName,
+    ) -> Option<Vec<Entity>> {
+        let p = &req.principal;
+        let r = &req.resource;
+        if matches!(r.kind.as_str(), "Agent" | "User" | "Group") {
+            return None;
+        }
+        let group_type = self.types.get("Group")?;
+        let user_type = self.types.get("User")?;
+        let uid = |t: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+        };
+        let user = uid(user_type, &p.user);
+        let mut groups: Vec<&String> = Vec::new();
+        for g in p.groups.iter().chain(&p.agent_groups) {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        let mut agent_parents: HashSet<EntityUid> = HashSet::from([user.clone()]);
+        agent_parents.extend(p.agent_groups.iter().map(|g| uid(group_type, g)));
+        let agent_attrs = HashMap::from([(
+            "user".to_owned(),
+            RestrictedExpression::new_entity_uid(user.clone()),
+        )]);
+        let mut out = vec![
+            Entity::new(agent.clone(), agent_attrs, agent_parents).ok()?,
+            Entity::new_no_attrs(user, p.groups.iter().map(|g| uid(group_type, g)).collect()),
+        ];
+        out.extend(
+            groups
+                .iter()
+                .map(|g| Entity::new_no_attrs(uid(group_type, g), HashSet::new())),
+        );
+        let mut attrs = HashMap::with_capacity(r.attributes.len());
+        for (k, v) in &r.attributes {
+            attrs.insert(k.clone(), plain_value(v)?);
+        }
+        let mut parents = HashSet::with_capacity(r.parents.len());
+        for e in &r.parents {
+            let parent = uid(self.types.get(&e.kind)?, &e.id);
+            out.push(Entity::new_no_attrs(parent.clone(), HashSet::new()));
+            parents.insert(parent);
+        }
+        out.push(Entity::new(uid(resource_type, &r.id), attrs, parents).ok()?);
+        Some(out)
     }
 
     fn entities_json(&self, req: &PolicyRequest) -> Value {
@@ -305,6 +411,39 @@ impl EntityModel {
         );
         Value::Object(m)
     }
+}
+
+/// The plain reading of a JSON value as a Cedar value: no entity or extension escapes, integers
+/// only. `None` when that reading does not exist.
+fn plain_value(v: &Value) -> Option<RestrictedExpression> {
+    Some(match v {
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Array(items) => RestrictedExpression::new_set(
+            items.iter().map(plain_value).collect::<Option<Vec<_>>>()?,
+        ),
+        Value::Object(m) => {
+            if m.contains_key("__entity") || m.contains_key("__extn") {
+                return None;
+            }
+            let mut fields = Vec::with_capacity(m.len());
+            for (k, v) in m {
+                fields.push((k.clone(), plain_value(v)?));
+            }
+            RestrictedExpression::new_record(fields).ok()?
+        }
+        Value::Null => return None,
+    })
+}
+
+fn plain_context(v: &Value) -> Option<Context> {
+    let Value::Object(m) = v else { return None };
+    let mut pairs = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        pairs.push((k.clone(), plain_value(v)?));
+    }
+    Context::from_pairs(pairs).ok()
 }
 
 #[allow(clippy::expect_used)] // only called with constant identifiers; covered by every test

@@ -25,6 +25,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     ActionConstraint, AuthorizationError, Authorizer, Decision, Effect, Entities, EntityTypeName,
@@ -38,14 +39,64 @@ pub struct SlicedPolicySet {
     /// The whole set, for requests whose action the index does not know.
     whole: Part,
     authorizer: Authorizer,
+    /// Unions of the parts a request needs, built on first use, so that a request whose
+    /// principal matches several parts still costs one Cedar evaluation (each call of the
+    /// authorizer has a fixed cost that dominates small slices). Keyed by action and the part
+    /// indices; bounded by [`MERGED_CAPACITY`], beyond which parts are evaluated one by one.
+    merged: RwLock<HashMap<MergedKey, Arc<Part>>>,
+    merge_capacity: usize,
 }
+
+/// An action's dense index and the sorted indices of its parts a request needs.
+type MergedKey = (usize, Vec<usize>);
+
+/// How many distinct part combinations are kept merged. Each holds at most one action's slice.
+const MERGED_CAPACITY: usize = 4096;
 
 #[derive(Debug, Default)]
 struct ActionSlice {
-    any_principal: Option<Part>,
-    by_type: HashMap<EntityTypeName, Part>,
-    by_entity: HashMap<EntityUid, Part>,
+    /// Dense index of the action, for the merged-part cache key.
+    index: usize,
+    parts: Vec<Part>,
+    any_principal: Option<usize>,
+    by_type: HashMap<EntityTypeName, usize>,
+    by_entity: HashMap<EntityUid, usize>,
     policies: usize,
+}
+
+impl ActionSlice {
+    fn part_for(&mut self, key: PartKey) -> &mut Part {
+        let slot = match key {
+            PartKey::Any => &mut self.any_principal,
+            PartKey::Type(t) => {
+                let next = self.parts.len();
+                let i = *self.by_type.entry(t).or_insert(next);
+                if i == next {
+                    self.parts.push(Part::new());
+                }
+                return &mut self.parts[i];
+            }
+            PartKey::Entity(e) => {
+                let next = self.parts.len();
+                let i = *self.by_entity.entry(e).or_insert(next);
+                if i == next {
+                    self.parts.push(Part::new());
+                }
+                return &mut self.parts[i];
+            }
+        };
+        let i = *slot.get_or_insert(self.parts.len());
+        if i == self.parts.len() {
+            self.parts.push(Part::new());
+        }
+        &mut self.parts[i]
+    }
+}
+
+enum PartKey {
+    Any,
+    Type(EntityTypeName),
+    Entity(EntityUid),
 }
 
 /// Policies evaluated together: all of them, and the permits alone (to learn, when gates deny,
@@ -167,23 +218,24 @@ impl SlicedPolicySet {
             hierarchy.push((action.clone(), ancestors));
         }
         let mut by_action = HashMap::with_capacity(hierarchy.len());
-        for (action, ancestors) in &hierarchy {
-            let mut slice = ActionSlice::default();
+        for (index, (action, ancestors)) in hierarchy.iter().enumerate() {
+            let mut slice = ActionSlice {
+                index,
+                ..ActionSlice::default()
+            };
             for policy in policies.policies() {
                 if !action_can_match(&policy.action_constraint(), action, ancestors) {
                     continue;
                 }
                 slice.policies += 1;
-                let part = match policy.principal_constraint() {
-                    PrincipalConstraint::Any => slice.any_principal.get_or_insert_with(Part::new),
-                    PrincipalConstraint::Is(t) => slice.by_type.entry(t).or_insert_with(Part::new),
+                let key = match policy.principal_constraint() {
+                    PrincipalConstraint::Any => PartKey::Any,
+                    PrincipalConstraint::Is(t) => PartKey::Type(t),
                     PrincipalConstraint::Eq(e)
                     | PrincipalConstraint::In(e)
-                    | PrincipalConstraint::IsIn(_, e) => {
-                        slice.by_entity.entry(e).or_insert_with(Part::new)
-                    }
+                    | PrincipalConstraint::IsIn(_, e) => PartKey::Entity(e),
                 };
-                part.add(policy, policies)?;
+                slice.part_for(key).add(policy, policies)?;
             }
             by_action.insert(action.clone(), slice);
         }
@@ -191,6 +243,8 @@ impl SlicedPolicySet {
             by_action,
             whole: Part::from_set(policies)?,
             authorizer: Authorizer::new(),
+            merged: RwLock::new(HashMap::new()),
+            merge_capacity: MERGED_CAPACITY,
         })
     }
 
@@ -200,37 +254,77 @@ impl SlicedPolicySet {
             by_action: HashMap::new(),
             whole: Part::from_set(policies)?,
             authorizer: Authorizer::new(),
+            merged: RwLock::new(HashMap::new()),
+            merge_capacity: MERGED_CAPACITY,
         })
     }
 
-    /// The parts that can apply to `request`.
-    fn parts<'a>(&'a self, request: &Request, entities: &Entities) -> Vec<&'a Part> {
-        let slice = match (
+    /// Never merges parts: each part a request needs is evaluated on its own (what happens once
+    /// the cache of merged parts is full). For tests and measurements.
+    pub fn without_merging(mut self) -> Self {
+        self.merge_capacity = 0;
+        self
+    }
+
+    /// The parts that can apply to `request`: one merged part when possible, else each of them.
+    fn parts(&self, request: &Request, entities: &Entities) -> Parts<'_> {
+        let (slice, principal) = match (
             request.action().and_then(|a| self.by_action.get(a)),
             request.principal(),
         ) {
             (Some(slice), Some(principal)) => (slice, principal),
-            _ => return vec![&self.whole],
+            _ => return Parts::One(&self.whole),
         };
-        let (slice, principal) = slice;
-        let mut parts = Vec::with_capacity(4);
-        parts.extend(slice.any_principal.as_ref());
+        let mut indices = Vec::with_capacity(4);
+        indices.extend(slice.any_principal);
         if !slice.by_type.is_empty() {
-            parts.extend(slice.by_type.get(principal.type_name()));
+            indices.extend(slice.by_type.get(principal.type_name()));
         }
         if !slice.by_entity.is_empty() {
-            parts.extend(slice.by_entity.get(principal));
+            indices.extend(slice.by_entity.get(principal));
             if let Some(ancestors) = entities.ancestors(principal) {
-                parts.extend(ancestors.filter_map(|a| slice.by_entity.get(a)));
+                indices.extend(ancestors.filter_map(|a| slice.by_entity.get(a)));
             }
         }
-        parts
+        match indices.as_slice() {
+            [] => Parts::None,
+            [one] => Parts::One(&slice.parts[*one]),
+            _ => {
+                indices.sort_unstable();
+                indices.dedup();
+                match self.merged_part(slice, indices.clone()) {
+                    Some(part) => Parts::Merged(part),
+                    None => Parts::Each(indices.iter().map(|&i| &slice.parts[i]).collect()),
+                }
+            }
+        }
+    }
+
+    /// The union of `slice`'s parts at `indices`, from the cache or built now. `None` when the
+    /// cache is full (or a lock was poisoned): the caller evaluates the parts one by one.
+    fn merged_part(&self, slice: &ActionSlice, indices: Vec<usize>) -> Option<Arc<Part>> {
+        let key = (slice.index, indices);
+        if let Some(part) = self.merged.read().ok()?.get(&key) {
+            return Some(Arc::clone(part));
+        }
+        let mut merged = Part::new();
+        for &i in &key.1 {
+            for policy in slice.parts[i].all.policies() {
+                merged.add(policy, &slice.parts[i].all).ok()?;
+            }
+        }
+        let part = Arc::new(merged);
+        let mut cache = self.merged.write().ok()?;
+        if cache.len() >= self.merge_capacity {
+            return None;
+        }
+        Some(Arc::clone(cache.entry(key).or_insert(part)))
     }
 
     /// Evaluates the policies that can apply to `request`.
     pub fn authorize(&self, request: &Request, entities: &Entities) -> Authorization {
         let mut out = Authorization::default();
-        for part in self.parts(request, entities) {
+        for part in self.parts(request, entities).iter() {
             out.absorb(&self.authorizer.is_authorized(request, &part.all, entities));
         }
         if !out.forbids.is_empty() {
@@ -244,7 +338,7 @@ impl SlicedPolicySet {
     /// The permits satisfied by `request`, whatever the forbids say.
     pub fn satisfied_permits(&self, request: &Request, entities: &Entities) -> Vec<PolicyId> {
         let mut out = Authorization::default();
-        for part in self.parts(request, entities) {
+        for part in self.parts(request, entities).iter() {
             if !part.permits.is_empty() {
                 out.absorb(
                     &self
@@ -268,6 +362,26 @@ impl SlicedPolicySet {
                 sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
             },
         }
+    }
+}
+
+/// The parts one request evaluates.
+enum Parts<'a> {
+    None,
+    One(&'a Part),
+    Merged(Arc<Part>),
+    Each(Vec<&'a Part>),
+}
+
+impl Parts<'_> {
+    fn iter(&self) -> impl Iterator<Item = &Part> {
+        let (single, each): (Option<&Part>, &[&Part]) = match self {
+            Self::None => (None, &[]),
+            Self::One(p) => (Some(*p), &[]),
+            Self::Merged(p) => (Some(p.as_ref()), &[]),
+            Self::Each(parts) => (None, parts.as_slice()),
+        };
+        single.into_iter().chain(each.iter().copied())
     }
 }
 

@@ -19,12 +19,16 @@ use async_trait::async_trait;
 use writ_audit::{Hash, NodeId, ProofPlan};
 use writ_core::{AuditEntry, EntryKind, NewEntry, Timestamp};
 
+pub mod identity;
+mod identity_postgres;
+mod identity_sqlite;
 mod migrate;
 pub mod postgres;
 mod sequencer;
 pub mod sqlite;
 pub mod verify;
 
+pub use identity::{IdentityStore, use_grant};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify_log};
 
 /// What went wrong in the store. Messages say which operation and what to do.
@@ -50,6 +54,12 @@ pub enum StoreError {
     BadUrl(String),
     #[error("cannot use data directory {path}: {message}")]
     DataDir { path: String, message: String },
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {

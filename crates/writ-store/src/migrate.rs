@@ -7,17 +7,31 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit_log",
-    sql: include_str!("migrations/sqlite/0001_audit_log.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit_log",
+        sql: include_str!("migrations/sqlite/0001_audit_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: include_str!("migrations/sqlite/0002_identity.sql"),
+    },
+];
 
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit_log",
-    sql: include_str!("migrations/postgres/0001_audit_log.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit_log",
+        sql: include_str!("migrations/postgres/0001_audit_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: include_str!("migrations/postgres/0002_identity.sql"),
+    },
+];
 
 /// The migrations still to apply on a database at `current` version.
 pub(crate) fn pending(

@@ -1,0 +1,274 @@
+//! `writ grants create|list|show|revoke`: what a user authorized an agent to do.
+//!
+//! Every change names who makes it (`--as USER`). Only that user or an admin may create a grant
+//! for the user, or revoke it; an agent (`--as agent:ID`) never can.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use writ_core::Timestamp;
+use writ_identity::{AgentId, Amount, GrantId, GrantSpec, Principal, SumBudget, UserId};
+use writ_store::identity::{GrantFilter, StoredGrant};
+
+use crate::Global;
+use crate::identity::{open, parse_duration, print};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GrantsCommand {
+    /// Create a grant from flags, or from a JSON spec file (--file).
+    Create {
+        /// Who creates it: a user id (that user or an admin), or agent:ID (always refused).
+        #[arg(long = "as")]
+        principal: String,
+        /// A JSON grant spec: {"user", "agent", "actions", "resources", "constraints",
+        /// "expires_at", "max_uses", "sum_budget"}.
+        #[arg(long, conflicts_with_all = ["user", "agent", "actions"])]
+        file: Option<PathBuf>,
+        /// The user on whose authority the agent acts (default: --as).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// An action or prefix (github.*); repeatable.
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// A resource glob (acme/*); repeatable.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// A constraint as JSON, e.g. '{"pointer":"/amount","rule":"at_most","value":500}';
+        /// repeatable.
+        #[arg(long = "constraint")]
+        constraints: Vec<String>,
+        /// Lifetime (90s, 15m, 12h, 30d).
+        #[arg(long, default_value = "1h")]
+        expires_in: String,
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// A sum budget: POINTER=MAX, e.g. /amount=5000.
+        #[arg(long)]
+        max_sum: Option<String>,
+    },
+    /// List grants, optionally of one user or agent.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Show one grant and its usage.
+    Show { id: String },
+    /// Revoke a grant. Takes effect at once: the next check or token verification fails.
+    Revoke {
+        id: String,
+        #[arg(long = "as")]
+        principal: String,
+    },
+}
+
+async fn principal(store: &dyn writ_store::IdentityStore, text: &str) -> anyhow::Result<Principal> {
+    if let Some(agent) = text.strip_prefix("agent:") {
+        return Ok(Principal::Agent(AgentId::new(agent)?));
+    }
+    let id = UserId::new(text)?;
+    let user = store
+        .user(&id)
+        .await?
+        .with_context(|| format!("user {id} does not exist; add it with `writ users add {id}`"))?;
+    Ok(Principal::User {
+        id,
+        admin: user.admin,
+    })
+}
+
+fn principal_name(p: &Principal) -> String {
+    match p {
+        Principal::User { id, .. } => format!("user:{id}"),
+        Principal::Agent(a) => format!("agent:{a}"),
+    }
+}
+
+fn grant_json(g: &StoredGrant) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(&g.grant)?;
+    v["usage"] = serde_json::to_value(g.usage)?;
+    Ok(v)
+}
+
+fn grant_text(g: &StoredGrant) -> String {
+    let s = &g.grant.spec;
+    let mut out = format!(
+        "{}\tuser {} → agent {}\t{}\texpires {}",
+        g.grant.id,
+        s.user,
+        s.agent,
+        s.actions.join(","),
+        s.expires_at
+    );
+    if let Some(at) = g.grant.revoked_at {
+        out.push_str(&format!("\tREVOKED {at}"));
+    }
+    if let Some(max) = s.max_uses {
+        out.push_str(&format!("\tuses {}/{max}", g.usage.uses));
+    }
+    if let Some(b) = &s.sum_budget {
+        out.push_str(&format!("\t{} {}/{}", b.pointer, g.usage.sum, b.max));
+    }
+    out
+}
+
+pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    let store = open(global).await?;
+    match cmd {
+        GrantsCommand::Create {
+            principal: who,
+            file,
+            user,
+            agent,
+            actions,
+            resources,
+            constraints,
+            expires_in,
+            max_uses,
+            max_sum,
+        } => {
+            let who = principal(store.as_ref(), &who).await?;
+            let now = Timestamp::now();
+            let spec: GrantSpec = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a valid grant spec", path.display()))?
+                }
+                None => {
+                    let user = match (user, &who) {
+                        (Some(u), _) => UserId::new(u)?,
+                        (None, Principal::User { id, .. }) => id.clone(),
+                        (None, Principal::Agent(_)) => bail!("--user is required"),
+                    };
+                    let agent = AgentId::new(agent.context("--agent is required")?)?;
+                    let secs = parse_duration(&expires_in)?;
+                    let expires_at = Timestamp::from_micros(now.as_micros() + secs * 1_000_000)?;
+                    let constraints = constraints
+                        .iter()
+                        .map(|c| serde_json::from_str(c).with_context(|| format!("constraint {c}")))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let sum_budget = max_sum
+                        .map(|m| -> anyhow::Result<SumBudget> {
+                            let (pointer, max) = m
+                                .split_once('=')
+                                .context("--max-sum must look like /amount=5000")?;
+                            Ok(SumBudget {
+                                pointer: pointer.to_owned(),
+                                max: Amount::parse_decimal(max).map_err(anyhow::Error::msg)?,
+                            })
+                        })
+                        .transpose()?;
+                    GrantSpec {
+                        user,
+                        agent,
+                        actions,
+                        resources,
+                        constraints,
+                        expires_at,
+                        max_uses,
+                        sum_budget,
+                    }
+                }
+            };
+            if store.agent(&spec.agent).await?.is_none() {
+                bail!(
+                    "agent {} does not exist; register it with `writ agents add`",
+                    spec.agent
+                );
+            }
+            if store.user(&spec.user).await?.is_none() {
+                bail!("user {} does not exist", spec.user);
+            }
+            let grant = spec.authorize(&who, now)?;
+            store.add_grant(&grant).await?;
+            crate::identity::audit(
+                global,
+                &principal_name(&who),
+                json!({"event": "grant.created", "grant": serde_json::to_value(&grant)?}),
+            )
+            .await?;
+            let stored = StoredGrant {
+                grant,
+                usage: Default::default(),
+            };
+            print(global, &grant_json(&stored)?, || {
+                format!("created grant {}", grant_text(&stored))
+            });
+        }
+        GrantsCommand::List { user, agent } => {
+            let filter = GrantFilter {
+                user: user.map(UserId::new).transpose()?,
+                agent: agent.map(AgentId::new).transpose()?,
+            };
+            let grants = store.grants(&filter).await?;
+            let value = Value::Array(
+                grants
+                    .iter()
+                    .map(grant_json)
+                    .collect::<anyhow::Result<_>>()?,
+            );
+            print(global, &value, || {
+                grants.iter().map(grant_text).collect::<Vec<_>>().join("\n")
+            });
+        }
+        GrantsCommand::Show { id } => {
+            let id = GrantId::new(id)?;
+            let g = store
+                .grant(&id)
+                .await?
+                .with_context(|| format!("grant {id} does not exist"))?;
+            print(global, &grant_json(&g)?, || {
+                serde_json::to_string_pretty(&grant_json(&g).unwrap_or(Value::Null))
+                    .unwrap_or_default()
+            });
+        }
+        GrantsCommand::Revoke { id, principal: who } => {
+            let id = GrantId::new(id)?;
+            let who = principal(store.as_ref(), &who).await?;
+            let g = store
+                .grant(&id)
+                .await?
+                .with_context(|| format!("grant {id} does not exist"))?;
+            match &who {
+                Principal::Agent(a) => {
+                    bail!("agent {a} cannot revoke grants; the user or an admin can")
+                }
+                Principal::User { id: u, admin } if !admin && *u != g.grant.spec.user => {
+                    bail!(
+                        "user {u} cannot revoke grant {id}, which belongs to user {}",
+                        g.grant.spec.user
+                    )
+                }
+                Principal::User { .. } => {}
+            }
+            let changed = store.revoke_grant(&id, Timestamp::now()).await?;
+            if changed {
+                crate::identity::audit(
+                    global,
+                    &principal_name(&who),
+                    json!({"event": "grant.revoked", "grant": id}),
+                )
+                .await?;
+            }
+            print(
+                global,
+                &json!({"grant": id, "revoked": true, "already_revoked": !changed}),
+                || {
+                    if changed {
+                        format!("revoked grant {id}")
+                    } else {
+                        format!("grant {id} was already revoked")
+                    }
+                },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,109 @@
+//! Connectors: how Writ acts on the world once an action is allowed.
+//!
+//! A [`Connector`] declares its operations (name, JSON Schema of arguments, the policy resource an
+//! action touches, the vault credential it needs) and executes them with a credential injected at
+//! call time. The agent never sees the credential, and a connector never lets it into a response,
+//! a log line or an error. This crate is not the pipeline: it does not authenticate, evaluate
+//! policy or write the audit log; the gateway calls it only after all of that has allowed the call.
+//!
+//! [`HttpConnector`] is the first connector: operations declared in configuration (method, URL
+//! template, argument schema, credential injection, response limit and redaction).
+
+mod http;
+mod template;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use writ_vault::Secret;
+
+pub use http::{
+    BodyMode, CredentialSpec, HttpConnector, HttpConnectorConfig, HttpMethod, HttpOperationConfig,
+    Injection, ResourceSpec,
+};
+pub use template::redact_pointers;
+
+/// What a connector says about one of its operations: enough for the gateway to validate
+/// arguments, map the action to a policy resource and pick the credential, before executing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationInfo {
+    /// `merge_pull_request`; the action name is `<connector>.<operation>`.
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub args_schema: Value,
+    /// The vault credential the operation runs with, by name, if any.
+    pub credential: Option<String>,
+}
+
+/// The policy resource an action touches, such as `Repo::"acme/api"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRef {
+    pub entity_type: String,
+    pub id: String,
+}
+
+/// One call to execute: arguments already validated and allowed.
+pub struct Call<'a> {
+    pub operation: &'a str,
+    pub args: &'a Value,
+    /// The decrypted credential, when the operation needs one.
+    pub credential: Option<&'a Secret>,
+}
+
+/// What the connector got back, already size-limited and redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Whether the upstream reported success (HTTP 2xx for the HTTP connector).
+    pub success: bool,
+    /// The upstream status code, where the protocol has one.
+    pub status: Option<u16>,
+    /// The response: parsed JSON when it was JSON, otherwise a JSON string.
+    pub body: Value,
+    /// JSON pointers that were redacted.
+    pub redacted: Vec<String>,
+    /// How long the upstream took.
+    pub elapsed: Duration,
+}
+
+/// Why a call was refused or failed. Messages never contain credentials or response bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("unknown operation {0:?}")]
+    UnknownOperation(String),
+    #[error("invalid arguments: {}", .0.join("; "))]
+    InvalidArguments(Vec<String>),
+    #[error("operation {operation:?} needs credential {credential:?}, and none was given")]
+    MissingCredential {
+        operation: String,
+        credential: String,
+    },
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the upstream response exceeds the limit of {limit} bytes")]
+    ResponseTooLarge { limit: usize },
+    #[error("the upstream could not be reached: {0}")]
+    Transport(String),
+    #[error("invalid connector configuration: {0}")]
+    Config(String),
+}
+
+/// A system Writ can act on.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The connector's name, the first half of its action names.
+    fn name(&self) -> &str;
+
+    /// Every operation it offers.
+    fn operations(&self) -> Vec<OperationInfo>;
+
+    /// Checks arguments against the operation's schema, before policy sees them.
+    fn validate(&self, operation: &str, args: &Value) -> Result<(), ConnectorError>;
+
+    /// The policy resource a call touches.
+    fn resource(&self, operation: &str, args: &Value) -> Result<ResourceRef, ConnectorError>;
+
+    /// Performs the call. Only the pipeline calls this, and only for an allowed action.
+    async fn execute(&self, call: Call<'_>) -> Result<Outcome, ConnectorError>;
+}

@@ -1,0 +1,481 @@
+//! `writ.toml`: every setting of a Writ server in one file, each overridable by a `WRIT_*`
+//! environment variable, with defaults that start a working gateway when there is no file at all.
+//!
+//! Environment variables name a section and a key: `WRIT_SERVER_LISTEN`,
+//! `WRIT_STORAGE_DATABASE_URL`, `WRIT_POLICY_DIR`. `WRIT_DATA_DIR` and `WRIT_DATABASE_URL` are
+//! accepted as the short forms the CLI also reads. Variables of other sections (`WRIT_LOG`,
+//! `WRIT_URL`, …) belong to other parts of Writ and are left alone. A key that no section has is
+//! an error, in the file or in the environment: a typo must not silently fall back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use writ_connectors::HttpConnectorConfig;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+fn invalid(origin: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub policy: PolicyConfig,
+    pub audit: AuditConfig,
+    pub identity: IdentityConfig,
+    pub vault: VaultConfig,
+    pub limits: LimitsConfig,
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL clients use, when it differs from `http://<listen>` (behind a proxy).
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Keys and the embedded database live here.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://PATH`; empty means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The bundle directory; empty means the example bundle.
+    pub dir: Option<PathBuf>,
+    /// A candidate bundle evaluated in shadow beside the live one.
+    pub shadow_dir: Option<PathBuf>,
+    /// Reload when the directory changes.
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The log's origin line in checkpoints and the name of its signing key.
+    pub origin: String,
+    /// Seconds between signed checkpoints while the log grows (0: only on demand).
+    pub checkpoint_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Lifetime of delegated tokens Writ mints (capped by the grant's expiry).
+    pub token_ttl_secs: u64,
+    /// External issuers whose users may authorize agents.
+    pub oidc: Vec<OidcIssuerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Default: `<issuer>/.well-known/jwks.json` from discovery.
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultConfig {
+    /// Where the master key comes from: `generate` (a 0600 file in the data directory, created
+    /// on first start), `env` (`WRIT_MASTER_KEY`), or `file:<path>`.
+    pub master_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_args_bytes: usize,
+    /// Actions per agent per minute (0: unlimited).
+    pub actions_per_agent_per_minute: u32,
+    /// Longest `?wait=` a client may ask for.
+    pub max_wait_secs: u64,
+}
+
+/// One connector under `[connectors.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConnectorConfig {
+    Http(HttpConnectorConfig),
+}
+
+impl PartialEq for ConnectorConfig {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ConnectorConfig::Http(a), ConnectorConfig::Http(b)) => {
+                a.base_url == b.base_url && a.operations.keys().eq(b.operations.keys())
+            }
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./writ-data"),
+            database_url: None,
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            dir: None,
+            shadow_dir: None,
+            watch: true,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            origin: "writ.local/audit".into(),
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            token_ttl_secs: 900,
+            oidc: Vec::new(),
+        }
+    }
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            master_key: "generate".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1024 * 1024,
+            max_args_bytes: 256 * 1024,
+            actions_per_agent_per_minute: 600,
+            max_wait_secs: 60,
+        }
+    }
+}
+
+/// The sections an environment variable may name, longest first so that a section whose name
+/// starts another's is matched whole.
+const SECTIONS: [&str; 7] = [
+    "identity", "storage", "server", "policy", "limits", "audit", "vault",
+];
+
+/// Short forms shared with the CLI.
+const ALIASES: [(&str, &str, &str); 2] = [
+    ("WRIT_DATA_DIR", "storage", "data_dir"),
+    ("WRIT_DATABASE_URL", "storage", "database_url"),
+];
+
+impl Config {
+    /// Reads `path` (if given; a missing explicit file is an error) and then the environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "defaults".to_owned()),
+        };
+        Config::from_toml(&text, &origin, env)
+    }
+
+    /// Parses TOML text, applies environment overrides, and checks the result.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| invalid(origin, e.to_string()))?;
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            let Some((section, key)) = env_key(&name) else {
+                continue;
+            };
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section_table) = entry else {
+                return Err(invalid(origin, format!("`{section}` must be a table")));
+            };
+            section_table.insert(key, env_value(&value));
+            overridden.push(name);
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let from = if overridden.is_empty() {
+                        origin.to_owned()
+                    } else {
+                        format!("{origin} with {}", overridden.join(", "))
+                    };
+                    invalid(&from, e.to_string())
+                })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        if let Some(url) = &self.storage.database_url {
+            let ok = url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.strip_prefix("sqlite://").is_some_and(|p| !p.is_empty());
+            if !ok {
+                return Err(invalid(
+                    origin,
+                    "storage.database_url must be postgres://… or sqlite://PATH (the URL is not shown: it may hold a password)",
+                ));
+            }
+        }
+        if self.audit.origin.is_empty()
+            || self
+                .audit
+                .origin
+                .chars()
+                .any(|c| c.is_whitespace() || c == '+')
+        {
+            return Err(invalid(
+                origin,
+                "audit.origin must be non-empty, without spaces or '+'",
+            ));
+        }
+        let source = self.vault.master_key.as_str();
+        if !(matches!(source, "generate" | "env")
+            || source.strip_prefix("file:").is_some_and(|p| !p.is_empty()))
+        {
+            return Err(invalid(
+                origin,
+                "vault.master_key must be \"generate\", \"env\" or \"file:<path>\"",
+            ));
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_args_bytes == 0 {
+            return Err(invalid(origin, "limits must be positive"));
+        }
+        if self.limits.max_args_bytes > self.limits.max_body_bytes {
+            return Err(invalid(
+                origin,
+                "limits.max_args_bytes cannot exceed limits.max_body_bytes",
+            ));
+        }
+        if self.identity.token_ttl_secs == 0 || self.identity.token_ttl_secs > 24 * 3600 {
+            return Err(invalid(
+                origin,
+                "identity.token_ttl_secs must be between 1 and 86400",
+            ));
+        }
+        for (name, connector) in &self.connectors {
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(invalid(
+                    origin,
+                    format!("connector name {name:?}: letters, digits and '_' only"),
+                ));
+            }
+            match connector {
+                ConnectorConfig::Http(http) => {
+                    writ_connectors::HttpConnector::new(name, http.clone())
+                        .map_err(|e| invalid(origin, e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `WRIT_SERVER_LISTEN` → (`server`, `listen`); None for variables that are not settings.
+fn env_key(name: &str) -> Option<(String, String)> {
+    if let Some((_, section, key)) = ALIASES.iter().find(|(alias, _, _)| *alias == name) {
+        return Some(((*section).to_owned(), (*key).to_owned()));
+    }
+    let rest = name.strip_prefix("WRIT_")?.to_ascii_lowercase();
+    SECTIONS.iter().find_map(|section| {
+        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+        (!key.is_empty()).then(|| ((*section).to_owned(), key.to_owned()))
+    })
+}
+
+/// An environment value as TOML: integers and booleans as such, everything else a string.
+fn env_value(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+/// The commented `writ.toml` that `writ init` writes.
+pub const TEMPLATE: &str = include_str!("writ.toml.template");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_gives_a_working_default() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./writ-data"));
+    }
+
+    #[test]
+    fn the_template_is_a_valid_configuration() {
+        let c = Config::from_toml(TEMPLATE, "template", env(&[])).unwrap();
+        assert_eq!(c.connectors.len(), 1);
+        assert!(c.connectors.contains_key("httpbin"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let text = "[server]\nlisten = \"0.0.0.0:9000\"\n[limits]\nmax_wait_secs = 5\n";
+        let c = Config::from_toml(
+            text,
+            "writ.toml",
+            env(&[
+                ("WRIT_SERVER_LISTEN", "127.0.0.1:7000"),
+                ("WRIT_LIMITS_MAX_WAIT_SECS", "30"),
+                ("WRIT_DATABASE_URL", "postgres://u@h/db"),
+                ("WRIT_POLICY_WATCH", "false"),
+                ("WRIT_LOG", "debug"),
+                ("WRIT_TEST_POSTGRES_URL", "postgres://x"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.limits.max_wait_secs, 30);
+        assert_eq!(c.storage.database_url.as_deref(), Some("postgres://u@h/db"));
+        assert!(!c.policy.watch);
+    }
+
+    #[test]
+    fn mistakes_are_named_not_ignored() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"\n", vec![]),
+            ("[server]\nlistne = \"127.0.0.1:1\"\n", vec![]),
+            ("[sever]\n", vec![]),
+            ("", vec![("WRIT_SERVER_LISTNE", "127.0.0.1:1")]),
+            ("", vec![("WRIT_STORAGE_DATABASE_URL", "mysql://x")]),
+            ("[vault]\nmaster_key = \"plain-text-key\"\n", vec![]),
+            ("[audit]\norigin = \"has space\"\n", vec![]),
+            (
+                "[limits]\nmax_args_bytes = 10\nmax_body_bytes = 5\n",
+                vec![],
+            ),
+            (
+                "[connectors.x]\nkind = \"http\"\nbase_url = \"ftp://x\"\noperations = {}\n",
+                vec![],
+            ),
+            ("[connectors.x]\nkind = \"smtp\"\n", vec![]),
+            ("not toml at all [", vec![]),
+        ];
+        for (text, vars) in cases {
+            let err = Config::from_toml(text, "writ.toml", env(&vars));
+            assert!(err.is_err(), "{text:?} {vars:?}");
+        }
+        let err = Config::from_toml(
+            "",
+            "writ.toml",
+            env(&[("WRIT_STORAGE_DATABASE_URL", "mysql://u:hunter2@h")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let missing = Config::load(Some(Path::new("/nonexistent/writ.toml")), env(&[]));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn env_keys() {
+        assert_eq!(
+            env_key("WRIT_SERVER_PUBLIC_URL"),
+            Some(("server".into(), "public_url".into()))
+        );
+        assert_eq!(
+            env_key("WRIT_DATA_DIR"),
+            Some(("storage".into(), "data_dir".into()))
+        );
+        assert_eq!(env_key("WRIT_SERVER_"), None);
+        assert_eq!(env_key("WRIT_URL"), None);
+        assert_eq!(env_key("WRITSERVER_LISTEN"), None);
+    }
+}

@@ -1,0 +1,641 @@
+//! Identity and vault persistence on both backends: users, agents, API-key hashes, grants with
+//! atomic budgets and immediate revocation, and versioned sealed credentials.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Db, Kind};
+use serde_json::json;
+use writ_core::Timestamp;
+use writ_identity::{ActionAttempt, AgentId, Amount, GrantDenial, GrantSpec, Principal, UserId};
+use writ_store::identity::{
+    AgentRecord, ApiKeyRecord, GrantFilter, IdentityStore, KeySubject, UserRecord,
+};
+use writ_store::{StoreError, use_grant};
+use writ_vault::{CredentialName, CredentialRef, CredentialScope, MasterKey, Secret, VersionState};
+
+async fn identity(db: &Db) -> Arc<dyn IdentityStore> {
+    match &db.kind {
+        Kind::Sqlite { path } => {
+            Arc::new(writ_store::sqlite::SqliteStore::open(path).await.unwrap())
+        }
+        Kind::Postgres { url, .. } => {
+            Arc::new(writ_store::postgres::PgStore::connect(url).await.unwrap())
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn user(id: &str, admin: bool, groups: &[&str]) -> UserRecord {
+    UserRecord {
+        id: UserId::new(id).unwrap(),
+        display_name: format!("User {id}"),
+        admin,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        created_at: Timestamp::from_micros(1_700_000_000_000_000).unwrap(),
+    }
+}
+
+async fn alice_and_bot(s: &dyn IdentityStore) {
+    s.add_user(&user("alice", false, &["eng", "payments"]))
+        .await
+        .unwrap();
+    s.add_agent(&AgentRecord {
+        id: AgentId::new("bot").unwrap(),
+        owner: UserId::new("alice").unwrap(),
+        public_key: None,
+        created_at: now(),
+    })
+    .await
+    .unwrap();
+}
+
+fn grant_spec(max_uses: Option<u64>, max_sum: Option<i64>) -> GrantSpec {
+    let mut spec: GrantSpec = serde_json::from_value(json!({
+        "user": "alice",
+        "agent": "bot",
+        "actions": ["payments.send"],
+        "constraints": [{"pointer": "/amount", "rule": "at_most", "value": 500}],
+        "expires_at": "2099-01-01T00:00:00Z",
+    }))
+    .unwrap();
+    spec.max_uses = max_uses;
+    spec.sum_budget = max_sum.map(|m| writ_identity::SumBudget {
+        pointer: "/amount".into(),
+        max: Amount(m * 1_000_000),
+    });
+    spec
+}
+
+fn alice() -> Principal {
+    Principal::User {
+        id: UserId::new("alice").unwrap(),
+        admin: false,
+    }
+}
+
+async fn users_agents_and_keys(db: Db) {
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let err = s.add_user(&user("alice", true, &[])).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    let got = s
+        .user(&UserId::new("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, user("alice", false, &["eng", "payments"]));
+    assert!(
+        s.user(&UserId::new("nobody").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.add_user(&user("root", true, &[])).await.unwrap();
+    let ids: Vec<_> = s
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id.to_string())
+        .collect();
+    assert_eq!(ids, ["alice", "root"]);
+
+    let orphan = AgentRecord {
+        id: AgentId::new("orphan").unwrap(),
+        owner: UserId::new("nobody").unwrap(),
+        public_key: None,
+        created_at: now(),
+    };
+    assert!(matches!(
+        s.add_agent(&orphan).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let bot = AgentId::new("bot").unwrap();
+    s.set_agent_public_key(&bot, Some(r#"{"kty":"OKP"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.agent(&bot).await.unwrap().unwrap().public_key.as_deref(),
+        Some(r#"{"kty":"OKP"}"#)
+    );
+    assert_eq!(s.agents().await.unwrap().len(), 1);
+    assert!(matches!(
+        s.set_agent_public_key(&AgentId::new("ghost").unwrap(), None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let hash = [7u8; 32];
+    let record = ApiKeyRecord {
+        key_id: "writ_ak_abc".into(),
+        subject: KeySubject::Agent(bot.clone()),
+        created_at: Timestamp::from_micros(1_700_000_000_000_000).unwrap(),
+        revoked_at: None,
+    };
+    s.add_api_key(&hash, &record).await.unwrap();
+    assert_eq!(s.api_key(&hash).await.unwrap(), Some(record));
+    assert_eq!(s.api_key(&[8u8; 32]).await.unwrap(), None);
+    assert_eq!(
+        s.revoke_api_keys(&KeySubject::Agent(bot), now())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.api_key(&hash).await.unwrap(),
+        None,
+        "a revoked key no longer authenticates"
+    );
+    db.cleanup().await;
+}
+on_both_backends!(users_agents_and_keys);
+
+async fn grants_round_trip_and_revocation_is_immediate(db: Db) {
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let grant = grant_spec(Some(5), None)
+        .authorize(&alice(), now())
+        .unwrap();
+    s.add_grant(&grant).await.unwrap();
+    let stored = s.grant(&grant.id).await.unwrap().unwrap();
+    assert_eq!(stored.grant, grant);
+    assert_eq!(stored.usage.uses, 0);
+    let by_agent = GrantFilter {
+        agent: Some(AgentId::new("bot").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(s.grants(&by_agent).await.unwrap().len(), 1);
+    let other = GrantFilter {
+        user: Some(UserId::new("root").unwrap()),
+        ..Default::default()
+    };
+    assert!(s.grants(&other).await.unwrap().is_empty());
+
+    let bot = AgentId::new("bot").unwrap();
+    let args = json!({"amount": 20});
+    let attempt = ActionAttempt {
+        agent: &bot,
+        action: "payments.send",
+        resource: None,
+        arguments: &args,
+    };
+    let usage = use_grant(s.as_ref(), &grant.id, &attempt, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(usage.uses, 1);
+    let big = json!({"amount": 501});
+    let denied = use_grant(
+        s.as_ref(),
+        &grant.id,
+        &ActionAttempt {
+            arguments: &big,
+            ..attempt
+        },
+        now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(denied.to_string().contains("at most 500"), "{denied}");
+
+    // A second store instance (another replica) sees the revocation on its very next check.
+    let replica = identity(&db).await;
+    assert!(s.revoke_grant(&grant.id, now()).await.unwrap());
+    assert!(
+        !s.revoke_grant(&grant.id, now()).await.unwrap(),
+        "second revoke is a no-op"
+    );
+    let denied = use_grant(replica.as_ref(), &grant.id, &attempt, now())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(denied, GrantDenial::Revoked { .. }), "{denied}");
+    // Even skipping the check, the atomic consume refuses a revoked grant.
+    assert_eq!(
+        replica
+            .consume_grant(&grant.id, Amount::ZERO, now())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.revoke_grant(&writ_identity::GrantId::new("grt_missing").unwrap(), now())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.cleanup().await;
+}
+on_both_backends!(grants_round_trip_and_revocation_is_immediate);
+
+/// Many concurrent uses, through several store instances, never spend more than the budget.
+async fn concurrent_uses_cannot_overspend(db: Db) {
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    // Count-limited: 10 uses (no sum budget, so nothing is summed).
+    let by_count = grant_spec(Some(10), None)
+        .authorize(&alice(), now())
+        .unwrap();
+    // Sum-limited: 100 in total at 7 a time, so 14 uses.
+    let by_sum = grant_spec(None, Some(100))
+        .authorize(&alice(), now())
+        .unwrap();
+    s.add_grant(&by_count).await.unwrap();
+    s.add_grant(&by_sum).await.unwrap();
+    let stores = [s.clone(), identity(&db).await, identity(&db).await];
+    for (grant, expected_uses, expected_sum) in [(&by_count, 10u64, 0i64), (&by_sum, 14, 98)] {
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = stores[i % stores.len()].clone();
+            let id = grant.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let bot = AgentId::new("bot").unwrap();
+                let args = json!({"amount": 7});
+                let attempt = ActionAttempt {
+                    agent: &bot,
+                    action: "payments.send",
+                    resource: None,
+                    arguments: &args,
+                };
+                loop {
+                    match use_grant(store.as_ref(), &id, &attempt, Timestamp::now()).await {
+                        Ok(outcome) => return outcome.is_ok(),
+                        // Heavy contention: retry, as a caller would.
+                        Err(StoreError::InvalidRequest(_)) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, expected_uses, "successful uses of {}", grant.id);
+        let usage = s.grant(&grant.id).await.unwrap().unwrap().usage;
+        assert_eq!(usage.uses, expected_uses);
+        assert_eq!(usage.sum, Amount(expected_sum * 1_000_000));
+    }
+    db.cleanup().await;
+}
+on_both_backends!(concurrent_uses_cannot_overspend);
+
+fn cref(name: &str, version: u32, scope: CredentialScope) -> CredentialRef {
+    CredentialRef {
+        name: CredentialName::new(name).unwrap(),
+        version,
+        scope,
+    }
+}
+
+async fn put(
+    s: &dyn IdentityStore,
+    master: &MasterKey,
+    name: &str,
+    scope: CredentialScope,
+    secret: &str,
+) -> u32 {
+    let n = CredentialName::new(name).unwrap();
+    let version = s.next_credential_version(&n, &scope).await.unwrap();
+    let sealed = writ_vault::seal(
+        master,
+        cref(name, version, scope),
+        &Secret::from(secret.to_owned()),
+    )
+    .unwrap();
+    s.put_credential(&sealed, now()).await.unwrap();
+    version
+}
+
+async fn open(s: &dyn IdentityStore, master: &MasterKey, r: &CredentialRef) -> Option<String> {
+    let sealed = s.sealed_credential(r).await.unwrap()?;
+    Some(String::from_utf8(writ_vault::open(master, &sealed).unwrap().expose().to_vec()).unwrap())
+}
+
+async fn vault_versions_rotation_and_retirement(db: Db) {
+    let s = identity(&db).await;
+    let master = MasterKey::generate().unwrap();
+    const SECRET_1: &str = "ghp_FIRST_secret_value_0001";
+    const SECRET_2: &str = "ghp_SECOND_secret_value_0002";
+    assert_eq!(
+        put(
+            s.as_ref(),
+            &master,
+            "github",
+            CredentialScope::Shared,
+            SECRET_1
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        put(
+            s.as_ref(),
+            &master,
+            "github",
+            CredentialScope::Shared,
+            SECRET_2
+        )
+        .await,
+        2
+    );
+    let alice = CredentialScope::user("alice").unwrap();
+    assert_eq!(
+        put(
+            s.as_ref(),
+            &master,
+            "github",
+            alice.clone(),
+            "alice-own-token"
+        )
+        .await,
+        1
+    );
+
+    let versions = s.credential_versions(None).await.unwrap();
+    let states: Vec<_> = versions
+        .iter()
+        .map(|v| (v.reference.to_string(), v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("github@1".to_owned(), VersionState::Previous),
+            ("github@2".to_owned(), VersionState::Current),
+            (
+                "github@1 (for user alice)".to_owned(),
+                VersionState::Current
+            ),
+        ]
+    );
+    // Rotation keeps the previous version readable until it is retired.
+    let v1 = cref("github", 1, CredentialScope::Shared);
+    let v2 = cref("github", 2, CredentialScope::Shared);
+    assert_eq!(
+        open(s.as_ref(), &master, &v1).await.as_deref(),
+        Some(SECRET_1)
+    );
+    assert_eq!(
+        open(s.as_ref(), &master, &v2).await.as_deref(),
+        Some(SECRET_2)
+    );
+    assert_eq!(
+        open(s.as_ref(), &master, &cref("github", 1, alice.clone()))
+            .await
+            .as_deref(),
+        Some("alice-own-token")
+    );
+
+    let err = s
+        .retire_credential(&v2, now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rotate"), "{err}");
+    s.retire_credential(&v1, now()).await.unwrap();
+    assert!(
+        s.sealed_credential(&v1).await.unwrap().is_none(),
+        "a retired version cannot be read"
+    );
+    assert!(s.retire_credential(&v1, now()).await.is_err());
+    let v = s
+        .credential_versions(Some(&CredentialName::new("github").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(v[0].state, VersionState::Retired);
+    assert!(v[0].retired_at.is_some());
+
+    // A ciphertext sealed for the wrong version is refused by the store.
+    let stale = writ_vault::seal(&master, v2.clone(), &Secret::from("x".to_owned())).unwrap();
+    assert!(matches!(
+        s.put_credential(&stale, now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // The secrets are nowhere in the database in clear.
+    if let Kind::Sqlite { path } = &db.kind {
+        drop(s);
+        let mut bytes = std::fs::read(path).unwrap();
+        let wal = path.with_extension("db-wal");
+        if let Ok(w) = std::fs::read(wal) {
+            bytes.extend(w);
+        }
+        for secret in [SECRET_1, SECRET_2, "alice-own-token"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in the database"
+            );
+        }
+    }
+    db.cleanup().await;
+}
+on_both_backends!(vault_versions_rotation_and_retirement);
+
+fn b64(v: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+fn sign(
+    key: &ed25519_dalek::SigningKey,
+    header: serde_json::Value,
+    claims: serde_json::Value,
+) -> String {
+    use ed25519_dalek::Signer;
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+}
+
+/// The whole token endpoint: subject = a user API key or an OIDC ID token, actor = an agent API
+/// key or an RFC 7523 client assertion; revoked keys and foreign issuers are refused.
+async fn token_exchange_end_to_end(db: Db) {
+    use writ_identity::apikey::{self, KeyKind};
+    use writ_identity::exchange::{
+        GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY,
+        TokenExchangeRequest,
+    };
+    use writ_identity::oidc::{OidcIssuerConfig, OidcVerifier};
+    use writ_store::identity::exchange_token;
+
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let endpoint = "https://writ.example/oauth/token";
+    let issuer = writ_identity::TokenIssuer::new(
+        "https://writ.example",
+        "writ",
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+    );
+    let user_key = apikey::generate(KeyKind::User).unwrap();
+    let agent_key = apikey::generate(KeyKind::Agent).unwrap();
+    let rec = |subject| ApiKeyRecord {
+        key_id: "k".into(),
+        subject,
+        created_at: now(),
+        revoked_at: None,
+    };
+    s.add_api_key(
+        &user_key.hash,
+        &ApiKeyRecord {
+            key_id: user_key.key_id.clone(),
+            ..rec(KeySubject::User(UserId::new("alice").unwrap()))
+        },
+    )
+    .await
+    .unwrap();
+    s.add_api_key(
+        &agent_key.hash,
+        &ApiKeyRecord {
+            key_id: agent_key.key_id.clone(),
+            ..rec(KeySubject::Agent(AgentId::new("bot").unwrap()))
+        },
+    )
+    .await
+    .unwrap();
+    let grant = grant_spec(None, None).authorize(&alice(), now()).unwrap();
+    s.add_grant(&grant).await.unwrap();
+
+    let form = |subject: &str, subject_type: &str, actor: &str, actor_type: &str| {
+        let details = json!([{"type": "writ_grant", "grant_id": grant.id}]).to_string();
+        let pairs: Vec<(String, String)> = [
+            ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", subject_type),
+            ("actor_token", actor),
+            ("actor_token_type", actor_type),
+            ("authorization_details", &details),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        TokenExchangeRequest::from_form(&pairs).unwrap()
+    };
+
+    // API key + API key.
+    let req = form(
+        &user_key.key,
+        TOKEN_TYPE_WRIT_API_KEY,
+        &agent_key.key,
+        TOKEN_TYPE_WRIT_API_KEY,
+    );
+    let resp = exchange_token(s.as_ref(), &issuer, &req, &[], endpoint, now())
+        .await
+        .unwrap();
+    let claims = issuer
+        .verifier()
+        .verify(&resp.access_token, &AgentId::new("bot").unwrap(), now())
+        .unwrap();
+    assert_eq!(claims.sub.as_str(), "alice");
+
+    // OIDC ID token (EdDSA issuer) + client assertion signed with the agent's registered key.
+    let idp_key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "idp1", "x": b64(idp_key.verifying_key().as_bytes())}]});
+    let config: OidcIssuerConfig = serde_json::from_value(json!({"issuer": "https://idp.example", "audience": "writ", "jwks_uri": "https://idp.example/jwks"})).unwrap();
+    let oidc = vec![OidcVerifier::new(config, &jwks).unwrap()];
+    let t = now().as_micros() / 1_000_000;
+    let id_token = sign(
+        &idp_key,
+        json!({"alg": "EdDSA", "kid": "idp1"}),
+        json!({"iss": "https://idp.example", "aud": "writ", "sub": "alice", "exp": t + 300, "iat": t}),
+    );
+    let agent_key_pair = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
+    let jwk = writ_identity::assertion::AgentPublicKey::Ed25519(agent_key_pair.verifying_key())
+        .to_jwk()
+        .to_string();
+    s.set_agent_public_key(&AgentId::new("bot").unwrap(), Some(&jwk))
+        .await
+        .unwrap();
+    let assertion = sign(
+        &agent_key_pair,
+        json!({"alg": "EdDSA"}),
+        json!({"iss": "bot", "sub": "bot", "aud": endpoint, "exp": t + 60, "jti": "a1"}),
+    );
+    let req = form(&id_token, TOKEN_TYPE_ID_TOKEN, &assertion, TOKEN_TYPE_JWT);
+    exchange_token(s.as_ref(), &issuer, &req, &oidc, endpoint, now())
+        .await
+        .unwrap();
+
+    // An ID token from an issuer that is not configured, or signed by another key.
+    let foreign = sign(
+        &idp_key,
+        json!({"alg": "EdDSA", "kid": "idp1"}),
+        json!({"iss": "https://evil.example", "aud": "writ", "sub": "alice", "exp": t + 300}),
+    );
+    let err = exchange_token(
+        s.as_ref(),
+        &issuer,
+        &form(&foreign, TOKEN_TYPE_ID_TOKEN, &assertion, TOKEN_TYPE_JWT),
+        &oidc,
+        endpoint,
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error, "invalid_grant");
+    let forged = sign(
+        &ed25519_dalek::SigningKey::from_bytes(&[13; 32]),
+        json!({"alg": "EdDSA", "kid": "idp1"}),
+        json!({"iss": "https://idp.example", "aud": "writ", "sub": "alice", "exp": t + 300}),
+    );
+    let err = exchange_token(
+        s.as_ref(),
+        &issuer,
+        &form(&forged, TOKEN_TYPE_ID_TOKEN, &assertion, TOKEN_TYPE_JWT),
+        &oidc,
+        endpoint,
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error, "invalid_grant");
+    // The agent's key as the subject, and a revoked agent key as the actor.
+    let err = exchange_token(
+        s.as_ref(),
+        &issuer,
+        &form(
+            &agent_key.key,
+            TOKEN_TYPE_WRIT_API_KEY,
+            &agent_key.key,
+            TOKEN_TYPE_WRIT_API_KEY,
+        ),
+        &[],
+        endpoint,
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error, "invalid_grant");
+    s.revoke_api_keys(&KeySubject::Agent(AgentId::new("bot").unwrap()), now())
+        .await
+        .unwrap();
+    let err = exchange_token(
+        s.as_ref(),
+        &issuer,
+        &form(
+            &user_key.key,
+            TOKEN_TYPE_WRIT_API_KEY,
+            &agent_key.key,
+            TOKEN_TYPE_WRIT_API_KEY,
+        ),
+        &[],
+        endpoint,
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error, "invalid_client");
+    assert!(!err.to_string().contains(&agent_key.key[8..]), "{err}");
+    db.cleanup().await;
+}
+on_both_backends!(token_exchange_end_to_end);
