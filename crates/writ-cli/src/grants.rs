@@ -17,7 +17,7 @@ use crate::identity::{open, parse_duration, print};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GrantsCommand {
-    /// Create a grant from flags, or from a JSON spec file (--file).
+    /// Create a grant from flags, or from a JSON or YAML spec file (--file).
     Create {
         /// Who creates it: a user id (that user or an admin), or agent:ID (always refused).
         #[arg(long = "as")]
@@ -138,8 +138,18 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not a valid grant spec", path.display()))?
+                    let yaml = path.extension().is_some_and(|e| {
+                        e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml")
+                    });
+                    if yaml {
+                        serde_yaml_ng::from_str(&text).with_context(|| {
+                            format!("{} is not a valid grant spec", path.display())
+                        })?
+                    } else {
+                        serde_json::from_str(&text).with_context(|| {
+                            format!("{} is not a valid grant spec", path.display())
+                        })?
+                    }
                 }
                 None => {
                     let user = match (user, &who) {

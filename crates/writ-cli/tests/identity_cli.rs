@@ -142,14 +142,52 @@ fn flow(env: &Env) {
     assert_eq!(grant["max_uses"], 5);
     assert_eq!(grant["sum_budget"]["max"], 5000);
     env.ok(&create("root"));
+    // The same kind of grant from a YAML file.
+    let yaml = env.data.with_extension("grant.yaml");
+    std::fs::write(
+        &yaml,
+        "user: alice\nagent: bot\nactions: [github.*]\nresources: [acme/*]\nconstraints:\n  - {pointer: /base, rule: equals, value: main}\nexpires_at: 2099-01-01T00:00:00.000000Z\nmax_uses: 3\n",
+    )
+    .unwrap();
+    let from_yaml = env.ok(&[
+        "grants",
+        "create",
+        "--as",
+        "alice",
+        "--file",
+        yaml.to_str().unwrap(),
+    ]);
+    assert_eq!(from_yaml["max_uses"], 3, "{from_yaml}");
+    assert_eq!(from_yaml["actions"], serde_json::json!(["github.*"]));
+    std::fs::write(
+        &yaml,
+        "user: alice\nagent: bot\nactions: [github.*]\nexpires_at: soon\n",
+    )
+    .unwrap();
+    assert!(
+        env.fails(
+            &[
+                "grants",
+                "create",
+                "--as",
+                "alice",
+                "--file",
+                yaml.to_str().unwrap()
+            ],
+            &[],
+            None
+        )
+        .contains("is not a valid grant spec")
+    );
     let shown = env.ok(&["grants", "show", &grant_id]);
     assert_eq!(shown["usage"]["uses"], 0);
+    // alice's and root's grants from flags, and the one from YAML.
     assert_eq!(
         env.ok(&["grants", "list", "--agent", "bot"])
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 
     // Vault: put, rotate, list, retire; the secret never comes back out.
