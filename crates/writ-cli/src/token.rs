@@ -10,7 +10,8 @@ use serde_json::json;
 use writ_core::Timestamp;
 use writ_identity::AgentId;
 use writ_identity::exchange::{
-    GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY, TokenExchangeRequest,
+    GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY,
+    TokenExchangeRequest,
 };
 use writ_identity::token::{authorization_server_metadata, check_grant};
 
@@ -27,9 +28,13 @@ pub enum TokenCommand {
         /// Narrow the token to these actions (default: all the grant allows); repeatable.
         #[arg(long = "action")]
         actions: Vec<String>,
-        /// Environment variable holding the user's API key (the subject token).
+        /// Environment variable holding the subject token: the user's API key, or an OIDC ID
+        /// token from an issuer declared under `[[identity.oidc]]` in --config.
         #[arg(long, default_value = "WRIT_SUBJECT_TOKEN")]
         subject_env: String,
+        /// writ.toml whose `[[identity.oidc]]` issuers are trusted for ID-token subjects.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
         /// Environment variable holding the agent's API key or client assertion (the actor token).
         #[arg(long, default_value = "WRIT_ACTOR_TOKEN")]
         actor_env: String,
@@ -67,12 +72,23 @@ pub async fn run(cmd: TokenCommand, global: &Global) -> anyhow::Result<ExitCode>
             actions,
             subject_env,
             actor_env,
+            config,
             issuer: args,
         } => {
             let store = open(global).await?;
             let iss = issuer(&args, &global.data_dir)?;
             let subject = zeroize::Zeroizing::new(env_token(&subject_env)?);
             let actor = zeroize::Zeroizing::new(env_token(&actor_env)?);
+            let subject_type = if subject.starts_with("writ_") {
+                TOKEN_TYPE_WRIT_API_KEY
+            } else {
+                TOKEN_TYPE_ID_TOKEN
+            };
+            let oidc = if subject_type == TOKEN_TYPE_ID_TOKEN {
+                oidc_verifiers(config.as_deref(), &subject).await?
+            } else {
+                Vec::new()
+            };
             let actor_type = if actor.starts_with("writ_") {
                 TOKEN_TYPE_WRIT_API_KEY
             } else {
@@ -83,7 +99,7 @@ pub async fn run(cmd: TokenCommand, global: &Global) -> anyhow::Result<ExitCode>
             let form: Vec<(String, String)> = [
                 ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
                 ("subject_token", subject.as_str()),
-                ("subject_token_type", TOKEN_TYPE_WRIT_API_KEY),
+                ("subject_token_type", subject_type),
                 ("actor_token", actor.as_str()),
                 ("actor_token_type", actor_type),
                 ("authorization_details", details.as_str()),
@@ -97,7 +113,7 @@ pub async fn run(cmd: TokenCommand, global: &Global) -> anyhow::Result<ExitCode>
                 store.as_ref(),
                 &iss,
                 &request,
-                &[],
+                &oidc,
                 &endpoint,
                 Timestamp::now(),
             )
@@ -191,4 +207,42 @@ fn metadata_endpoint(args: &IssuerArgs) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The verifier of the configured issuer the ID token claims (its JWKS fetched now), or none: an
+/// ID token from an issuer that is not configured then fails closed in `exchange_token`.
+async fn oidc_verifiers(
+    config: Option<&std::path::Path>,
+    id_token: &str,
+) -> anyhow::Result<Vec<writ_identity::oidc::OidcVerifier>> {
+    let Some(path) = config else {
+        return Ok(Vec::new());
+    };
+    let config = writ_gateway::Config::load(Some(path), std::env::vars())?;
+    let claimed = writ_identity::oidc::claimed_issuer(id_token);
+    let Some(c) = config
+        .identity
+        .oidc
+        .iter()
+        .find(|c| Some(&c.issuer) == claimed.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let jwks_uri = c
+        .jwks_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/.well-known/jwks.json", c.issuer.trim_end_matches('/')));
+    let client = writ_identity::oidc::OidcClient::new(writ_identity::oidc::OidcIssuerConfig {
+        issuer: c.issuer.clone(),
+        audience: c.audience.clone(),
+        jwks_uri,
+        user_claim: c.user_claim.clone(),
+        groups_claim: c.groups_claim.clone(),
+        user_prefix: String::new(),
+    })?;
+    let verifier = client
+        .verifier()
+        .await
+        .with_context(|| format!("fetching the JWKS of issuer {}", c.issuer))?;
+    Ok(vec![verifier])
 }

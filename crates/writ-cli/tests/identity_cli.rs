@@ -314,6 +314,9 @@ fn flow(env: &Env) {
     let jwks = env.ok(&["token", "jwks"]);
     pyjwt_check(&env.data, &token, &jwks);
 
+    // The same exchange with an OIDC ID token as the subject.
+    oidc_exchange(env, &grant_id, &bot_key);
+
     // Revocation takes effect at once: the same token no longer verifies.
     assert!(
         env.fails(&["grants", "revoke", &grant_id, "--as", "bob"], &[], None)
@@ -464,4 +467,204 @@ fn identity_flow_on_postgres() {
     flow(&env);
     rt.block_on(writ_store::postgres::drop_schema(&base, &schema))
         .unwrap();
+}
+
+fn b64(v: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+fn sign_jwt(key: &ed25519_dalek::SigningKey, header: Value, claims: Value) -> String {
+    use ed25519_dalek::Signer;
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+}
+
+/// Serves `jwks` at `/jwks` on a loopback port from a real HTTP server (axum) on a thread of
+/// its own; returns the port.
+fn serve_jwks(jwks: Value) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || async move { axum::Json(jwks) }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// `writ token exchange --config` with an ID token from a configured issuer whose JWKS is
+/// served on loopback; and the attacks: unconfigured issuer, wrong audience, expired, signed by
+/// a key the JWKS does not hold, and a user who does not exist locally.
+fn oidc_exchange(env: &Env, grant_id: &str, bot_key: &str) {
+    use serde_json::json;
+    let idp = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+    let port = serve_jwks(
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "idp1",
+        "x": b64(idp.verifying_key().as_bytes())}]}),
+    );
+    let config = env.data.join("writ-oidc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[identity.oidc]]\nissuer = \"https://idp.example\"\naudience = \"writ\"\njwks_url = \"http://127.0.0.1:{port}/jwks\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token =
+        |key: &ed25519_dalek::SigningKey, kid: &str, iss: &str, aud: &str, sub: &str, exp: i64| {
+            sign_jwt(
+                key,
+                json!({"alg": "EdDSA", "kid": kid}),
+                json!({"iss": iss, "aud": aud, "sub": sub, "exp": exp, "iat": t - 10}),
+            )
+        };
+    let args = [
+        "--json", "token", "exchange", "--grant", grant_id, "--config", config,
+    ];
+    let exchange = |id_token: &str| {
+        env.run(
+            &args,
+            &[
+                ("WRIT_SUBJECT_TOKEN", id_token),
+                ("WRIT_ACTOR_TOKEN", bot_key),
+            ],
+            None,
+        )
+    };
+
+    let good = token(
+        &idp,
+        "idp1",
+        "https://idp.example",
+        "writ",
+        "alice",
+        t + 300,
+    );
+    let (code, out, err) = exchange(&good);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let resp: Value = serde_json::from_str(out.trim()).unwrap();
+    let minted = resp["access_token"].as_str().unwrap();
+    let verified = env.ok_with(&["token", "verify", "--agent", "bot"], &[], Some(minted));
+    assert_eq!(verified["claims"]["sub"], "alice");
+
+    let intruder = ed25519_dalek::SigningKey::from_bytes(&[22; 32]);
+    let attacks = [
+        (
+            "unconfigured issuer",
+            token(
+                &idp,
+                "idp1",
+                "https://evil.example",
+                "writ",
+                "alice",
+                t + 300,
+            ),
+            "not trusted",
+        ),
+        (
+            "wrong audience",
+            token(
+                &idp,
+                "idp1",
+                "https://idp.example",
+                "other-app",
+                "alice",
+                t + 300,
+            ),
+            "",
+        ),
+        (
+            "expired",
+            token(
+                &idp,
+                "idp1",
+                "https://idp.example",
+                "writ",
+                "alice",
+                t - 600,
+            ),
+            "",
+        ),
+        (
+            "foreign key, known kid",
+            token(
+                &intruder,
+                "idp1",
+                "https://idp.example",
+                "writ",
+                "alice",
+                t + 300,
+            ),
+            "",
+        ),
+        (
+            "foreign key, unknown kid",
+            token(
+                &intruder,
+                "evil",
+                "https://idp.example",
+                "writ",
+                "alice",
+                t + 300,
+            ),
+            "",
+        ),
+        (
+            "user not local",
+            token(
+                &idp,
+                "idp1",
+                "https://idp.example",
+                "writ",
+                "mallory",
+                t + 300,
+            ),
+            "not a Writ user",
+        ),
+    ];
+    for (what, bad, says) in attacks {
+        let (code, out, err) = exchange(&bad);
+        assert_ne!(code, 0, "{what} was accepted: {out}");
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{what}: non-JSON ({e}): {out} {err}"));
+        assert_eq!(v["error"], "invalid_grant", "{what}: {v}");
+        assert!(
+            v["error_description"].as_str().unwrap().contains(says),
+            "{what}: {v}"
+        );
+        assert!(
+            !out.contains(&bad) && !err.contains(&bad),
+            "{what}: the token is repeated"
+        );
+    }
+    // Without --config no issuer is trusted: the same good token fails closed.
+    let (code, out, _) = env.run(
+        &["--json", "token", "exchange", "--grant", grant_id],
+        &[
+            ("WRIT_SUBJECT_TOKEN", good.as_str()),
+            ("WRIT_ACTOR_TOKEN", bot_key),
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("not trusted"), "{out}");
 }

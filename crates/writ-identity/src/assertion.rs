@@ -124,6 +124,16 @@ pub struct VerifiedAssertion {
     pub exp: i64,
 }
 
+impl VerifiedAssertion {
+    /// The last instant (microseconds since the epoch) at which this assertion could still be
+    /// accepted: its `exp` plus the leeway. A replay cache must remember the `jti` until then.
+    pub fn replay_until_micros(&self) -> i64 {
+        self.exp
+            .saturating_add(LEEWAY_SECS)
+            .saturating_mul(1_000_000)
+    }
+}
+
 /// Verifies an agent's client assertion for `token_endpoint` with the agent's registered key.
 pub fn verify_client_assertion(
     assertion: &str,

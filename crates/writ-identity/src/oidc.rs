@@ -351,6 +351,21 @@ impl OidcClient {
         state.0.as_ref().map(|v| v.verify(token, now))
     }
 
+    /// A verifier holding the issuer's current JWKS, fetched now if none is cached (for callers
+    /// such as the CLI's `token exchange` that pass verifiers to `exchange_token`).
+    pub async fn verifier(&self) -> Result<OidcVerifier, OidcError> {
+        let cached = self.state.read().ok().and_then(|s| s.0.clone());
+        if let Some(v) = cached {
+            return Ok(v);
+        }
+        self.fetch().await?;
+        self.state
+            .read()
+            .ok()
+            .and_then(|s| s.0.clone())
+            .ok_or_else(|| OidcError::Jwks("no keys loaded".into()))
+    }
+
     /// Verifies an ID token, fetching the JWKS on first use and again on an unknown key.
     pub async fn verify(&self, token: &str, now: Timestamp) -> Result<ExternalUser, OidcError> {
         match self.try_verify(token, now) {

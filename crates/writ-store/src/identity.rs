@@ -170,6 +170,18 @@ pub trait IdentityStore: Send + Sync + 'static {
         reference: &CredentialRef,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+
+    /// Records that `agent` used an assertion with `jti`, accepted until `expires_at`. Returns
+    /// `false` if that `(agent, jti)` is already recorded and not yet expired (a replay). One
+    /// insert against a unique key, so two presentations racing on any number of store
+    /// instances cannot both get `true`. Rows expired at `now` are pruned first.
+    async fn record_assertion_jti(
+        &self,
+        agent: &AgentId,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Checks `attempt` against grant `id` and spends its budget: the grant check as the pipeline
@@ -305,14 +317,14 @@ pub async fn open(
                 }
                 Ok(Arc::new(crate::sqlite::SqliteStore::open(path).await?))
             }
-            _ => Err(StoreError::BadUrl(url.to_owned())),
+            _ => Err(StoreError::bad_url(url)),
         },
     }
 }
 
 /// Authenticates a subject token to a user: a user API key, or an ID token of one of the
-/// configured OIDC issuers (verified against its JWKS; the mapped user id need not exist
-/// locally). Errors are OAuth errors that never repeat the token.
+/// configured OIDC issuers (verified against its JWKS; the mapped user id must exist locally).
+/// Errors are OAuth errors that never repeat the token.
 pub async fn authenticate_user(
     store: &dyn IdentityStore,
     token: &writ_identity::exchange::PresentedToken,
@@ -331,10 +343,25 @@ pub async fn authenticate_user(
             .ok_or_else(|| {
                 OAuthError::invalid_grant("the subject token's issuer is not trusted")
             })?;
-        return verifier
+        let user = verifier
             .verify(&token.value, now)
-            .map(|u| u.id)
-            .map_err(|e| OAuthError::invalid_grant(e.to_string()));
+            .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
+        // No provisioning on first use: the mapped user must already exist locally (created by
+        // an admin with `writ users add`), so an issuer cannot mint Writ users by itself.
+        return match store.user(&user.id).await {
+            Ok(Some(_)) => Ok(user.id),
+            Ok(None) => Err(OAuthError::invalid_grant(format!(
+                "the ID token's user {} is not a Writ user; an admin must add it first",
+                user.id
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "store error while authenticating a subject token");
+                Err(OAuthError {
+                    error: "server_error",
+                    error_description: "the store is unavailable; retry later".into(),
+                })
+            }
+        };
     }
     if token.token_type != TOKEN_TYPE_WRIT_API_KEY {
         return Err(OAuthError::invalid_request(format!(
@@ -407,9 +434,21 @@ pub async fn authenticate_agent(
             let jwk: serde_json::Value = serde_json::from_str(&jwk)
                 .map_err(|_| invalid("the agent's stored key is unreadable"))?;
             let key = AgentPublicKey::from_jwk(&jwk).map_err(|e| invalid(&e.to_string()))?;
-            verify_client_assertion(&token.value, &agent, &key, token_endpoint, now)
-                .map(|v| v.agent)
-                .map_err(|e| invalid(&e.to_string()))
+            let verified = verify_client_assertion(&token.value, &agent, &key, token_endpoint, now)
+                .map_err(|e| invalid(&e.to_string()))?;
+            // Replay protection (RFC 7523 §3): a jti is accepted once while the assertion lives.
+            let until = Timestamp::from_micros(verified.replay_until_micros())
+                .map_err(|_| invalid("the assertion's exp is out of range"))?;
+            let fresh = store
+                .record_assertion_jti(&verified.agent, &verified.jti, until, now)
+                .await
+                .map_err(unavailable)?;
+            if !fresh {
+                return Err(invalid(
+                    "this assertion's jti was already used; sign a new assertion with a fresh jti",
+                ));
+            }
+            Ok(verified.agent)
         }
         other => Err(OAuthError::invalid_request(format!(
             "actor_token_type {other} is not accepted"

@@ -525,4 +525,30 @@ impl IdentityStore for PgStore {
         .map_err(db(op))?;
         tx.commit().await.map_err(db(op))
     }
+
+    async fn record_assertion_jti(
+        &self,
+        agent: &AgentId,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let op = "record assertion jti";
+        sqlx::query("DELETE FROM identity_assertion_jtis WHERE expires_us <= $1")
+            .bind(now.as_micros())
+            .execute(self.pool())
+            .await
+            .map_err(db(op))?;
+        let done = sqlx::query(
+            "INSERT INTO identity_assertion_jtis (agent, jti, expires_us) VALUES ($1, $2, $3)
+             ON CONFLICT (agent, jti) DO NOTHING",
+        )
+        .bind(agent.as_str())
+        .bind(jti)
+        .bind(expires_at.as_micros())
+        .execute(self.pool())
+        .await
+        .map_err(db(op))?;
+        Ok(done.rows_affected() == 1)
+    }
 }

@@ -584,4 +584,31 @@ impl IdentityStore for SqliteStore {
         })
         .await
     }
+
+    async fn record_assertion_jti(
+        &self,
+        agent: &AgentId,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (agent, jti) = (agent.to_string(), jti.to_owned());
+        self.read("record assertion jti", move |c| {
+            let op = "record assertion jti";
+            c.execute(
+                "DELETE FROM identity_assertion_jtis WHERE expires_us <= ?1",
+                params![now.as_micros()],
+            )
+            .map_err(db(op))?;
+            let n = c
+                .execute(
+                    "INSERT INTO identity_assertion_jtis (agent, jti, expires_us) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (agent, jti) DO NOTHING",
+                    params![agent, jti, expires_at.as_micros()],
+                )
+                .map_err(db(op))?;
+            Ok(n == 1)
+        })
+        .await
+    }
 }

@@ -50,7 +50,10 @@ pub enum StoreError {
     WriterGone,
     #[error("the stored log is inconsistent: {0}; run `writ audit verify`")]
     Corrupt(String),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    /// Holds only the URL's scheme: the rest may contain a password.
+    #[error(
+        "unsupported database URL (scheme {0:?}; the URL is not shown, it may hold a password): use sqlite://PATH or postgres://USER@HOST/DB"
+    )]
     BadUrl(String),
     #[error("cannot use data directory {path}: {message}")]
     DataDir { path: String, message: String },
@@ -63,6 +66,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error for an unusable database URL, naming only its scheme.
+    pub fn bad_url(url: &str) -> Self {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        let scheme = if scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            scheme
+        } else {
+            ""
+        };
+        StoreError::BadUrl(scheme.to_owned())
+    }
+
     pub(crate) fn db(op: &'static str, err: impl std::fmt::Display) -> Self {
         StoreError::Database {
             op,
@@ -281,7 +298,7 @@ pub async fn open(
                 }
                 Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
             }
-            _ => Err(StoreError::BadUrl(url.to_owned())),
+            _ => Err(StoreError::bad_url(url)),
         },
     }
 }

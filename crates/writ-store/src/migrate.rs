@@ -18,6 +18,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "identity",
         sql: include_str!("migrations/sqlite/0002_identity.sql"),
     },
+    Migration {
+        version: 3,
+        name: "assertion_replay",
+        sql: include_str!("migrations/sqlite/0003_assertion_replay.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -30,6 +35,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "identity",
         sql: include_str!("migrations/postgres/0002_identity.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "assertion_replay",
+        sql: include_str!("migrations/postgres/0003_assertion_replay.sql"),
     },
 ];
 

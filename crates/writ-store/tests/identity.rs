@@ -639,3 +639,142 @@ async fn token_exchange_end_to_end(db: Db) {
     db.cleanup().await;
 }
 on_both_backends!(token_exchange_end_to_end);
+
+/// RFC 7523 replay protection: an assertion's `jti` is accepted once while the assertion lives,
+/// also across two store instances on one database; an expired row does not block forever.
+async fn assertion_replay_is_refused(db: Db) {
+    use writ_identity::apikey::{self, KeyKind};
+    use writ_identity::exchange::{
+        GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY, TokenExchangeRequest,
+    };
+    use writ_store::identity::exchange_token;
+
+    let s = identity(&db).await;
+    let other = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let bot = AgentId::new("bot").unwrap();
+    let endpoint = "https://writ.example/oauth/token";
+    let issuer = writ_identity::TokenIssuer::new(
+        "https://writ.example",
+        "writ",
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+    );
+    let user_key = apikey::generate(KeyKind::User).unwrap();
+    s.add_api_key(
+        &user_key.hash,
+        &ApiKeyRecord {
+            key_id: user_key.key_id.clone(),
+            subject: KeySubject::User(UserId::new("alice").unwrap()),
+            created_at: now(),
+            revoked_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let grant = grant_spec(None, None).authorize(&alice(), now()).unwrap();
+    s.add_grant(&grant).await.unwrap();
+    let agent_key = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
+    let jwk = writ_identity::assertion::AgentPublicKey::Ed25519(agent_key.verifying_key())
+        .to_jwk()
+        .to_string();
+    s.set_agent_public_key(&bot, Some(&jwk)).await.unwrap();
+    let t = now().as_micros() / 1_000_000;
+    let assertion = |jti: &str| {
+        sign(
+            &agent_key,
+            json!({"alg": "EdDSA"}),
+            json!({"iss": "bot", "sub": "bot", "aud": endpoint, "exp": t + 60, "jti": jti}),
+        )
+    };
+    let form = |actor: &str| {
+        let details = json!([{"type": "writ_grant", "grant_id": grant.id}]).to_string();
+        let pairs: Vec<(String, String)> = [
+            ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+            ("subject_token", user_key.key.as_str()),
+            ("subject_token_type", TOKEN_TYPE_WRIT_API_KEY),
+            ("actor_token", actor),
+            ("actor_token_type", TOKEN_TYPE_JWT),
+            ("authorization_details", &details),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        TokenExchangeRequest::from_form(&pairs).unwrap()
+    };
+
+    // First use succeeds; the same assertion again is refused, on this instance and another.
+    let first = form(&assertion("once"));
+    exchange_token(s.as_ref(), &issuer, &first, &[], endpoint, now())
+        .await
+        .unwrap();
+    for store in [&s, &other] {
+        let err = exchange_token(store.as_ref(), &issuer, &first, &[], endpoint, now())
+            .await
+            .unwrap_err();
+        assert_eq!(err.error, "invalid_client");
+        assert!(err.to_string().contains("already used"), "{err}");
+    }
+    // A fresh jti is fine, first presented on the other instance, then refused on the first.
+    let second = form(&assertion("twice"));
+    exchange_token(other.as_ref(), &issuer, &second, &[], endpoint, now())
+        .await
+        .unwrap();
+    let err = exchange_token(s.as_ref(), &issuer, &second, &[], endpoint, now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // Racing presentations of one jti over both instances: exactly one wins.
+    let racing = Arc::new(form(&assertion("race")));
+    let issuer = Arc::new(issuer);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let (issuer, req) = (Arc::clone(&issuer), Arc::clone(&racing));
+        tasks.push(tokio::spawn(async move {
+            exchange_token(store.as_ref(), &issuer, &req, &[], endpoint, now())
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one racing presentation may win");
+
+    // The store level: a row blocks until it expires, then is pruned and the jti is free.
+    let t0 = now();
+    let at = |secs: i64| Timestamp::from_micros(t0.as_micros() + secs * 1_000_000).unwrap();
+    assert!(
+        other
+            .record_assertion_jti(&bot, "x", at(10), t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_assertion_jti(&bot, "x", at(20), at(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_assertion_jti(&bot, "x", at(30), at(11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .record_assertion_jti(&bot, "x", at(40), at(12))
+            .await
+            .unwrap()
+    );
+    // The same jti from another agent is a different key.
+    let other_agent = AgentId::new("bot2").unwrap();
+    assert!(
+        s.record_assertion_jti(&other_agent, "x", at(40), at(12))
+            .await
+            .unwrap()
+    );
+    db.cleanup().await;
+}
+on_both_backends!(assertion_replay_is_refused);
