@@ -12,22 +12,17 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use writ_audit::{Frontier, Hash, NodeId};
 use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
 use crate::migrate;
-use crate::sequencer::{Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64};
+use crate::sequencer::{
+    self, AppendJob, Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64,
+};
 use crate::{
     AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
 };
-
-type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreError>>;
-
-struct AppendJob {
-    entries: Vec<PreparedEntry>,
-    reply: Reply,
-}
 
 /// The lock that serialises appends across processes (per schema).
 const LOG_LOCK: &str =
@@ -362,18 +357,11 @@ impl Store for PgStore {
     }
 
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AppendReceipt>, StoreError> {
-        if entries.is_empty() {
+        let Some((job, answer)) = AppendJob::prepare(entries)? else {
             return Ok(Vec::new());
-        }
-        let entries = entries
-            .into_iter()
-            .map(NewEntry::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(AppendJob { entries, reply })
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        };
+        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
+        sequencer::wait(answer).await
     }
 
     async fn size(&self) -> Result<u64, StoreError> {

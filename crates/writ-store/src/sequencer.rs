@@ -2,10 +2,41 @@
 //! times, computing leaf hashes, and the perfect-subtree hashes each entry completes. Pure: the
 //! backends load the state, call [`LogState::sequence`], write the rows and commit.
 
+use tokio::sync::oneshot;
 use writ_audit::{Frontier, Hash, NodeId};
-use writ_core::{PreparedEntry, Timestamp};
+use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
-use crate::{AppendReceipt, StoredEntry};
+use crate::{AppendReceipt, StoreError, StoredEntry};
+
+type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreError>>;
+type Answer = oneshot::Receiver<Result<Vec<AppendReceipt>, StoreError>>;
+
+/// One caller's append, on its way to the writer: entries canonicalised in the caller's task,
+/// so that the single writer only sequences them.
+pub(crate) struct AppendJob {
+    pub entries: Vec<PreparedEntry>,
+    pub reply: Reply,
+}
+
+impl AppendJob {
+    /// The job for `entries` and where its answer will arrive; None for nothing to append.
+    pub fn prepare(entries: Vec<NewEntry>) -> Result<Option<(AppendJob, Answer)>, StoreError> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let entries = entries
+            .into_iter()
+            .map(NewEntry::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, answer) = oneshot::channel();
+        Ok(Some((AppendJob { entries, reply }, answer)))
+    }
+}
+
+/// Waits for the writer's answer to a job.
+pub(crate) async fn wait(answer: Answer) -> Result<Vec<AppendReceipt>, StoreError> {
+    answer.await.map_err(|_| StoreError::WriterGone)?
+}
 
 /// Upper bound on entries in one group commit, so that one transaction stays short.
 pub(crate) const MAX_BATCH_ENTRIES: usize = 8192;

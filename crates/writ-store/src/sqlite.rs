@@ -15,24 +15,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::oneshot;
 use writ_audit::{Frontier, Hash, NodeId};
 use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
 use crate::migrate;
-use crate::sequencer::{Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64};
+use crate::sequencer::{
+    self, AppendJob, Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64,
+};
 use crate::{
     AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreError>>;
-
-struct AppendJob {
-    entries: Vec<PreparedEntry>,
-    reply: Reply,
-}
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -390,20 +384,15 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AppendReceipt>, StoreError> {
-        if entries.is_empty() {
+        let Some((job, answer)) = AppendJob::prepare(entries)? else {
             return Ok(Vec::new());
-        }
-        let entries = entries
-            .into_iter()
-            .map(NewEntry::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (reply, answer) = oneshot::channel();
+        };
         self.writer
             .lock()
             .map_err(|_| StoreError::WriterGone)?
-            .send(AppendJob { entries, reply })
+            .send(job)
             .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        sequencer::wait(answer).await
     }
 
     async fn size(&self) -> Result<u64, StoreError> {
