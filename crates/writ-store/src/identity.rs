@@ -298,28 +298,9 @@ pub async fn open(
     database_url: Option<&str>,
     data_dir: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn IdentityStore>, StoreError> {
-    use std::sync::Arc;
-    match database_url {
-        None => {
-            crate::ensure_data_dir(data_dir)?;
-            Ok(Arc::new(
-                crate::sqlite::SqliteStore::open(&data_dir.join(crate::SQLITE_FILE)).await?,
-            ))
-        }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(crate::postgres::PgStore::connect(url).await?))
-        }
-        Some(url) => match url.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => {
-                let path = std::path::Path::new(path);
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    crate::ensure_data_dir(parent)?;
-                }
-                Ok(Arc::new(crate::sqlite::SqliteStore::open(path).await?))
-            }
-            _ => Err(StoreError::bad_url(url)),
-        },
-    }
+    let db: std::sync::Arc<dyn crate::Database> =
+        crate::open_database(database_url, data_dir).await?;
+    Ok(db)
 }
 
 /// Authenticates a subject token to a user: a user API key, or an ID token of one of the

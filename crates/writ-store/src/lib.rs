@@ -19,6 +19,9 @@ use async_trait::async_trait;
 use writ_audit::{Hash, NodeId, ProofPlan};
 use writ_core::{AuditEntry, EntryKind, NewEntry, Timestamp};
 
+pub mod actions;
+mod actions_postgres;
+mod actions_sqlite;
 pub mod identity;
 mod identity_postgres;
 mod identity_sqlite;
@@ -28,6 +31,10 @@ mod sequencer;
 pub mod sqlite;
 pub mod verify;
 
+pub use actions::{
+    ActionFilter, ActionRow, ActionState, ActionStore, ApprovalRow, ApprovalState, Change,
+    Decision, DecisionRow,
+};
 pub use identity::{IdentityStore, use_grant};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify_log};
 
@@ -274,12 +281,17 @@ pub trait Store: Send + Sync + 'static {
 /// The file name of the embedded database inside the data directory.
 pub const SQLITE_FILE: &str = "writ.db";
 
-/// Opens the store named by `database_url`, or the embedded SQLite database in `data_dir` when
-/// there is none, creating and migrating it as needed.
-pub async fn open(
+/// Everything Writ stores, in one database: the audit log, identity, actions and approvals.
+pub trait Database: Store + IdentityStore + ActionStore {}
+
+impl<T: Store + IdentityStore + ActionStore> Database for T {}
+
+/// Opens the database named by `database_url`, or the embedded SQLite database in `data_dir`
+/// when there is none, creating and migrating it as needed.
+pub async fn open_database(
     database_url: Option<&str>,
     data_dir: &Path,
-) -> Result<Arc<dyn Store>, StoreError> {
+) -> Result<Arc<dyn Database>, StoreError> {
     match database_url {
         None => {
             ensure_data_dir(data_dir)?;
@@ -301,6 +313,15 @@ pub async fn open(
             _ => Err(StoreError::bad_url(url)),
         },
     }
+}
+
+/// Opens the audit log of the database `open_database` would open.
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let db: Arc<dyn Database> = open_database(database_url, data_dir).await?;
+    Ok(db)
 }
 
 /// Creates the data directory (mode 0700 on Unix) if it does not exist.

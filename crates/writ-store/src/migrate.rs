@@ -23,6 +23,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "assertion_replay",
         sql: include_str!("migrations/sqlite/0003_assertion_replay.sql"),
     },
+    Migration {
+        version: 4,
+        name: "actions",
+        sql: include_str!("migrations/sqlite/0004_actions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -40,6 +45,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "assertion_replay",
         sql: include_str!("migrations/postgres/0003_assertion_replay.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "actions",
+        sql: include_str!("migrations/postgres/0004_actions.sql"),
     },
 ];
 

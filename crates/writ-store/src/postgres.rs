@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 use writ_audit::{Frontier, Hash, NodeId};
-use writ_core::{NewEntry, PreparedEntry, Timestamp};
+use writ_core::{NewEntry, Timestamp};
 
 use crate::migrate;
 use crate::sequencer::{
@@ -51,6 +51,19 @@ impl PgStore {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer_loop(pool.clone(), rx));
         Ok(PgStore { pool, writer: tx })
+    }
+
+    /// Hands `changes` and `entries` to the writer as one job and waits for its commit.
+    pub(crate) async fn commit_job(
+        &self,
+        changes: Vec<crate::actions::Change>,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<AppendReceipt>, StoreError> {
+        let Some((job, answer)) = AppendJob::prepare_with(changes, entries)? else {
+            return Ok(Vec::new());
+        };
+        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
+        sequencer::wait(answer).await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -111,9 +124,9 @@ async fn writer_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<AppendJob>) {
             }
         }
         match commit_batch(&pool, &mut state, &jobs).await {
-            Ok(receipts) => {
-                for (job, receipts) in jobs.into_iter().zip(receipts) {
-                    let _ = job.reply.send(Ok(receipts));
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
                 }
             }
             Err(err) => {
@@ -135,7 +148,7 @@ async fn commit_batch(
     pool: &PgPool,
     state: &mut Option<LogState>,
     jobs: &[AppendJob],
-) -> Result<Vec<Vec<AppendReceipt>>, StoreError> {
+) -> Result<Vec<Result<Vec<AppendReceipt>, StoreError>>, StoreError> {
     let op = "append";
     let mut tx = pool.begin().await.map_err(|e| StoreError::db(op, e))?;
     sqlx::query(LOG_LOCK)
@@ -147,7 +160,35 @@ async fn commit_batch(
         Some(s) if s.frontier.size() == size => s,
         _ => load_state(&mut tx, size).await?,
     };
-    let groups: Vec<&[PreparedEntry]> = jobs.iter().map(|j| j.entries.as_slice()).collect();
+    // Each job's state changes apply under a savepoint: a refused change undoes only its job.
+    let mut refused = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.changes.is_empty() {
+            refused.push(None);
+            continue;
+        }
+        sqlx::query("SAVEPOINT writ_job")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(op, e))?;
+        match crate::actions_postgres::apply(&mut tx, &job.changes).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT writ_job")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(op, e))?;
+                refused.push(None);
+            }
+            Err(err) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT writ_job")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(op, e))?;
+                refused.push(Some(err));
+            }
+        }
+    }
+    let groups = sequencer::accepted(jobs, &refused);
     let mut batch = Batch::default();
     let receipts = current.sequence(&groups, &mut batch);
 
@@ -180,7 +221,7 @@ async fn commit_batch(
     }
     tx.commit().await.map_err(|e| StoreError::db(op, e))?;
     *state = Some(current);
-    Ok(receipts)
+    Ok(sequencer::job_results(refused, receipts))
 }
 
 /// Bytes of entry data per INSERT statement (see `commit_batch`).
@@ -357,11 +398,7 @@ impl Store for PgStore {
     }
 
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AppendReceipt>, StoreError> {
-        let Some((job, answer)) = AppendJob::prepare(entries)? else {
-            return Ok(Vec::new());
-        };
-        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
-        sequencer::wait(answer).await
+        self.commit_job(Vec::new(), entries).await
     }
 
     async fn size(&self) -> Result<u64, StoreError> {

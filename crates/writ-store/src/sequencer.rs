@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 use writ_audit::{Frontier, Hash, NodeId};
 use writ_core::{NewEntry, PreparedEntry, Timestamp};
 
+use crate::actions::Change;
 use crate::{AppendReceipt, StoreError, StoredEntry};
 
 type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreError>>;
@@ -14,14 +15,20 @@ type Answer = oneshot::Receiver<Result<Vec<AppendReceipt>, StoreError>>;
 /// One caller's append, on its way to the writer: entries canonicalised in the caller's task,
 /// so that the single writer only sequences them.
 pub(crate) struct AppendJob {
+    /// State changes the writer applies, under a savepoint, before sequencing `entries`.
+    pub changes: Vec<Change>,
     pub entries: Vec<PreparedEntry>,
     pub reply: Reply,
 }
 
 impl AppendJob {
-    /// The job for `entries` and where its answer will arrive; None for nothing to append.
-    pub fn prepare(entries: Vec<NewEntry>) -> Result<Option<(AppendJob, Answer)>, StoreError> {
-        if entries.is_empty() {
+    /// The job that applies `changes` and appends `entries` in one transaction, and where its
+    /// answer will arrive; None for nothing to do.
+    pub fn prepare_with(
+        changes: Vec<Change>,
+        entries: Vec<NewEntry>,
+    ) -> Result<Option<(AppendJob, Answer)>, StoreError> {
+        if entries.is_empty() && changes.is_empty() {
             return Ok(None);
         }
         let entries = entries
@@ -29,13 +36,48 @@ impl AppendJob {
             .map(NewEntry::prepare)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
-        Ok(Some((AppendJob { entries, reply }, answer)))
+        Ok(Some((
+            AppendJob {
+                changes,
+                entries,
+                reply,
+            },
+            answer,
+        )))
     }
 }
 
 /// Waits for the writer's answer to a job.
 pub(crate) async fn wait(answer: Answer) -> Result<Vec<AppendReceipt>, StoreError> {
     answer.await.map_err(|_| StoreError::WriterGone)?
+}
+
+/// Each job's answer: the receipts of accepted jobs, in order, and the error of refused ones
+/// (whose state changes were rolled back and whose entries were not sequenced).
+pub(crate) fn job_results(
+    refused: Vec<Option<StoreError>>,
+    receipts: Vec<Vec<AppendReceipt>>,
+) -> Vec<Result<Vec<AppendReceipt>, StoreError>> {
+    let mut receipts = receipts.into_iter();
+    refused
+        .into_iter()
+        .map(|refusal| match refusal {
+            Some(err) => Err(err),
+            None => Ok(receipts.next().unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// The entries of the jobs whose changes applied.
+pub(crate) fn accepted<'a>(
+    jobs: &'a [AppendJob],
+    refused: &[Option<StoreError>],
+) -> Vec<&'a [PreparedEntry]> {
+    jobs.iter()
+        .zip(refused)
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(job, _)| job.entries.as_slice())
+        .collect()
 }
 
 /// Upper bound on entries in one group commit, so that one transaction stays short.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use writ_audit::{Frontier, Hash, NodeId};
-use writ_core::{NewEntry, PreparedEntry, Timestamp};
+use writ_core::{NewEntry, Timestamp};
 
 use crate::migrate;
 use crate::sequencer::{
@@ -74,6 +74,23 @@ impl SqliteStore {
             writer: Mutex::new(tx),
             _stop_checkpoints: Mutex::new(stop_checkpoints),
         })
+    }
+
+    /// Hands `changes` and `entries` to the writer as one job and waits for its commit.
+    pub(crate) async fn commit_job(
+        &self,
+        changes: Vec<crate::actions::Change>,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<AppendReceipt>, StoreError> {
+        let Some((job, answer)) = AppendJob::prepare_with(changes, entries)? else {
+            return Ok(Vec::new());
+        };
+        self.writer
+            .lock()
+            .map_err(|_| StoreError::WriterGone)?
+            .send(job)
+            .map_err(|_| StoreError::WriterGone)?;
+        sequencer::wait(answer).await
     }
 
     pub fn path(&self) -> &Path {
@@ -170,9 +187,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<AppendJob>) {
             }
         }
         match commit_batch(&mut conn, &mut state, &jobs) {
-            Ok(receipts) => {
-                for (job, receipts) in jobs.into_iter().zip(receipts) {
-                    let _ = job.reply.send(Ok(receipts));
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
                 }
             }
             Err(err) => {
@@ -195,7 +212,7 @@ fn commit_batch(
     conn: &mut Connection,
     state: &mut Option<LogState>,
     jobs: &[AppendJob],
-) -> Result<Vec<Vec<AppendReceipt>>, StoreError> {
+) -> Result<Vec<Result<Vec<AppendReceipt>, StoreError>>, StoreError> {
     let op = "append";
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -205,7 +222,29 @@ fn commit_batch(
         Some(s) if s.frontier.size() == size => s,
         _ => load_state(&tx, size)?,
     };
-    let groups: Vec<&[PreparedEntry]> = jobs.iter().map(|j| j.entries.as_slice()).collect();
+    // Each job's state changes apply under a savepoint: a refused change undoes only its job.
+    let mut refused = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.changes.is_empty() {
+            refused.push(None);
+            continue;
+        }
+        tx.execute_batch("SAVEPOINT writ_job")
+            .map_err(|e| StoreError::db(op, e))?;
+        match crate::actions_sqlite::apply(&tx, &job.changes) {
+            Ok(()) => {
+                tx.execute_batch("RELEASE writ_job")
+                    .map_err(|e| StoreError::db(op, e))?;
+                refused.push(None);
+            }
+            Err(err) => {
+                tx.execute_batch("ROLLBACK TO writ_job; RELEASE writ_job")
+                    .map_err(|e| StoreError::db(op, e))?;
+                refused.push(Some(err));
+            }
+        }
+    }
+    let groups = sequencer::accepted(jobs, &refused);
     let mut batch = Batch::default();
     let receipts = current.sequence(&groups, &mut batch);
     {
@@ -243,7 +282,7 @@ fn commit_batch(
     }
     tx.commit().map_err(|e| StoreError::db(op, e))?;
     *state = Some(current);
-    Ok(receipts)
+    Ok(sequencer::job_results(refused, receipts))
 }
 
 fn log_size(conn: &Connection) -> Result<u64, StoreError> {
@@ -384,15 +423,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AppendReceipt>, StoreError> {
-        let Some((job, answer)) = AppendJob::prepare(entries)? else {
-            return Ok(Vec::new());
-        };
-        self.writer
-            .lock()
-            .map_err(|_| StoreError::WriterGone)?
-            .send(job)
-            .map_err(|_| StoreError::WriterGone)?;
-        sequencer::wait(answer).await
+        self.commit_job(Vec::new(), entries).await
     }
 
     async fn size(&self) -> Result<u64, StoreError> {
