@@ -18,6 +18,7 @@ mod init;
 mod keys;
 mod ocsf;
 mod policy;
+mod serve;
 mod token;
 mod users;
 mod vault;
@@ -53,6 +54,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway: the HTTP API agents and approvers use.
+    Serve(serve::ServeArgs),
     /// Write a commented writ.toml and a policies/ bundle to start from.
     Init(init::InitArgs),
     /// Manage the audit log's signing key.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args, &cli.global),
         Command::Init(args) => init::run(args, &cli.global),
         Command::Keys(cmd) => keys::run(cmd, &cli.global),
         Command::Policy(cmd) => policy::run(cmd, &cli.global),

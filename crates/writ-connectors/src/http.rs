@@ -93,6 +93,10 @@ pub struct ResourceSpec {
     #[serde(rename = "type")]
     pub entity_type: String,
     pub id: String,
+    /// Attributes of the resource entity: strings are templates filled from the arguments
+    /// (`owner = "{owner}"`), other values are taken as they are.
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, Value>,
 }
 
 /// Which vault credential an operation uses and how it is put on the request.
@@ -425,15 +429,29 @@ impl Connector for HttpConnector {
     fn resource(&self, operation: &str, args: &Value) -> Result<ResourceRef, ConnectorError> {
         let op = self.operation(operation)?;
         match &op.config.resource {
-            Some(spec) => Ok(ResourceRef {
-                entity_type: spec.entity_type.clone(),
-                id: fill(&spec.id, args, false)
-                    .map_err(|e| ConnectorError::InvalidArguments(vec![e]))?,
-            }),
+            Some(spec) => {
+                let invalid = |e| ConnectorError::InvalidArguments(vec![e]);
+                let mut attributes = serde_json::Map::new();
+                for (name, value) in &spec.attributes {
+                    let value = match value {
+                        Value::String(template) => {
+                            Value::String(fill(template, args, false).map_err(invalid)?)
+                        }
+                        other => other.clone(),
+                    };
+                    attributes.insert(name.clone(), value);
+                }
+                Ok(ResourceRef {
+                    entity_type: spec.entity_type.clone(),
+                    id: fill(&spec.id, args, false).map_err(invalid)?,
+                    attributes,
+                })
+            }
             // Without a declared resource the action is about the connector itself.
             None => Ok(ResourceRef {
                 entity_type: "Connector".into(),
                 id: self.name.clone(),
+                attributes: serde_json::Map::new(),
             }),
         }
     }

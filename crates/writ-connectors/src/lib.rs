@@ -38,10 +38,12 @@ pub struct OperationInfo {
 }
 
 /// The policy resource an action touches, such as `Repo::"acme/api"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceRef {
     pub entity_type: String,
     pub id: String,
+    /// The entity's attributes, for policies that read them (`resource.visibility`).
+    pub attributes: serde_json::Map<String, Value>,
 }
 
 /// One call to execute: arguments already validated and allowed.

@@ -5,8 +5,13 @@
 //! built here (issue 6); they join the audit log (`writ-store`), policy (`writ-policy`), identity
 //! (`writ-identity`), the vault (`writ-vault`) and connectors (`writ-connectors`).
 
+pub mod api;
 pub mod config;
 pub mod examples;
+pub mod gateway;
+pub mod metrics;
+pub mod pipeline;
+pub mod ratelimit;
 
 pub use config::{Config, ConfigError, ConnectorConfig};
 pub use examples::{EXAMPLE_POLICY_FILES, write_example_policies};

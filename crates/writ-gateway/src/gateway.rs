@@ -1,0 +1,162 @@
+//! The gateway's shared state: the database, the policy engine, the connectors, the keys, and
+//! the background work (approval expiry, recovery of interrupted actions, checkpoints).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use writ_audit::NoteSigner;
+use writ_connectors::Connector;
+use writ_identity::oidc::OidcVerifier;
+use writ_identity::{CachingVerifier, TokenIssuer};
+use writ_policy::PolicyEngine;
+use writ_store::{Database, StoredCheckpoint};
+use writ_vault::MasterKey;
+
+use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// Everything the gateway is built from.
+pub struct GatewayParts {
+    pub db: Arc<dyn Database>,
+    pub policy: Arc<PolicyEngine>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub master_key: MasterKey,
+    pub issuer: TokenIssuer,
+    pub checkpoint_signer: NoteSigner,
+    pub oidc: Vec<OidcVerifier>,
+    pub limits: LimitsConfig,
+    /// The URL clients reach Writ at (for the token endpoint and links).
+    pub public_url: String,
+    /// The longest any connector call may take: an action executing for longer than this (plus
+    /// a margin) cannot still be running and is marked *outcome unknown*.
+    pub max_connector_timeout: Duration,
+}
+
+/// The running gateway, shared by every request.
+pub struct Gateway {
+    pub db: Arc<dyn Database>,
+    pub policy: Arc<PolicyEngine>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub(crate) master_key: MasterKey,
+    pub issuer: TokenIssuer,
+    pub(crate) tokens: CachingVerifier,
+    pub(crate) checkpoint_signer: NoteSigner,
+    pub oidc: Vec<OidcVerifier>,
+    pub limits: LimitsConfig,
+    pub public_url: String,
+    pub max_connector_timeout: Duration,
+    pub metrics: Metrics,
+    pub(crate) limiter: RateLimiter,
+    /// Bumped on every change of an action's state, so that long-polls wake up.
+    pub(crate) changes: watch::Sender<u64>,
+}
+
+impl Gateway {
+    pub fn new(parts: GatewayParts) -> Arc<Gateway> {
+        let (changes, _) = watch::channel(0);
+        Arc::new(Gateway {
+            tokens: CachingVerifier::new(parts.issuer.verifier(), 16_384),
+            limiter: RateLimiter::new(parts.limits.actions_per_agent_per_minute),
+            db: parts.db,
+            policy: parts.policy,
+            connectors: parts.connectors,
+            master_key: parts.master_key,
+            issuer: parts.issuer,
+            checkpoint_signer: parts.checkpoint_signer,
+            oidc: parts.oidc,
+            limits: parts.limits,
+            public_url: parts.public_url.trim_end_matches('/').to_owned(),
+            max_connector_timeout: parts.max_connector_timeout,
+            metrics: Metrics::new(),
+            changes,
+        })
+    }
+
+    /// The token endpoint's URL (the audience of agent client assertions).
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth/token", self.public_url)
+    }
+
+    pub(crate) fn notify_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Signs and stores a checkpoint of the current tree head (none for an empty log, or when
+    /// the latest checkpoint already covers it). Returns the signed note.
+    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, crate::pipeline::ApiError> {
+        let head = self.db.tree_head().await?;
+        if let Some(latest) = self.db.latest_checkpoint().await?
+            && latest.tree_size == head.size
+        {
+            return Ok(Some(latest));
+        }
+        if head.size == 0 {
+            return Ok(None);
+        }
+        let checkpoint = writ_audit::Checkpoint {
+            origin: self.checkpoint_signer.name().to_owned(),
+            size: head.size,
+            root: head.root,
+            extensions: Vec::new(),
+        };
+        let note =
+            writ_audit::sign_checkpoint(&checkpoint, &self.checkpoint_signer).map_err(|e| {
+                crate::pipeline::ApiError::internal(format!("signing a checkpoint: {e}"))
+            })?;
+        let stored = StoredCheckpoint {
+            tree_size: head.size,
+            root_hash: head.root,
+            note,
+            created_us: writ_core::Timestamp::now().as_micros(),
+        };
+        self.db.add_checkpoint(stored.clone()).await?;
+        Ok(Some(stored))
+    }
+
+    /// Starts the background work: approval expiry and recovery every second, checkpoints every
+    /// `checkpoint_every`, gauges. Runs until the runtime stops.
+    pub fn spawn_background(self: &Arc<Self>, checkpoint_every: Duration) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::pipeline::expire_approvals(&gw).await {
+                    tracing::error!(error = %e.message, "expiring approvals failed");
+                }
+                if let Err(e) = crate::pipeline::recover_interrupted(&gw).await {
+                    tracing::error!(error = %e.message, "recovering interrupted actions failed");
+                }
+                if let Ok(pending) = gw
+                    .db
+                    .approvals(Some(writ_store::ApprovalState::Pending), 100_000)
+                    .await
+                {
+                    gw.metrics
+                        .set_approvals_pending(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+                }
+                if let Ok(size) = gw.db.size().await {
+                    gw.metrics
+                        .set_log_size(i64::try_from(size).unwrap_or(i64::MAX));
+                }
+            }
+        });
+        if !checkpoint_every.is_zero() {
+            let gw = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(checkpoint_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = gw.checkpoint().await {
+                        tracing::error!(error = %e.message, "signing a checkpoint failed");
+                    }
+                }
+            });
+        }
+    }
+}
