@@ -192,13 +192,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             gw.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
         }
     );
-    println!("  API:       {public_url}/v1/actions  (OpenAPI: {public_url}/openapi.json)");
-    println!("  health:    {public_url}/healthz  {public_url}/readyz  {public_url}/metrics");
     if let Some(key) = first_admin {
         println!();
         println!("First start: created the admin user. Its API key is shown only this once:");
         println!("  WRIT_TOKEN={}", key.as_str());
+        println!();
     }
+    println!("  API:       {public_url}/v1/actions  (OpenAPI: {public_url}/openapi.json)");
+    println!("  health:    {public_url}/healthz  {public_url}/readyz  {public_url}/metrics");
     use std::io::Write;
     std::io::stdout().flush()?;
     tracing::info!(listen = %local, "writ serve started");

@@ -102,6 +102,8 @@ async fn store_version(
     let name = CredentialName::new(name)?;
     let scope = scope(source.for_user.as_ref())?;
     let secret = read_secret(&source)?;
+    // The master key file lives in the data directory, which a PostgreSQL setup may not have yet.
+    writ_store::ensure_data_dir(&global.data_dir)?;
     let key = MasterKey::load(&MasterKeySource::resolve(
         master.master_key_file.as_deref(),
         &global.data_dir,

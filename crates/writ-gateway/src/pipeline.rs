@@ -471,7 +471,7 @@ pub async fn submit(
                     &req.operation,
                     &req.args,
                     &caller.user,
-                    json!({"verdict": explanation}),
+                    explanation,
                 )
                 .await?,
             );
