@@ -9,9 +9,13 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod actions;
 mod agents;
+mod approvals;
 mod audit;
 mod bench;
+mod client;
+mod echo;
 mod grants;
 mod identity;
 mod init;
@@ -85,13 +89,20 @@ enum Command {
     /// Exchange, verify and publish delegated tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// A stand-in upstream API that echoes every request (for trying Writ on one machine).
+    EchoServer(echo::EchoArgs),
+    /// List actions and show an action's audit timeline, from a running server.
+    Actions(actions::ActionsArgs),
+    /// List pending approvals and approve or deny them, on a running server.
+    Approvals(approvals::ApprovalsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, &cli.global),
+        Command::EchoServer(args) => echo::run(args),
         Command::Init(args) => init::run(args, &cli.global),
         Command::Keys(cmd) => keys::run(cmd, &cli.global),
         Command::Policy(cmd) => policy::run(cmd, &cli.global),
@@ -102,6 +113,8 @@ fn main() -> ExitCode {
         Command::Grants(cmd) => block_on(grants::run(cmd, &cli.global)),
         Command::Vault(cmd) => block_on(vault::run(cmd, &cli.global)),
         Command::Token(cmd) => block_on(token::run(cmd, &cli.global)),
+        Command::Actions(args) => block_on(actions::run(args, &cli.global)),
+        Command::Approvals(args) => block_on(approvals::run(args, &cli.global)),
     };
     match result {
         Ok(code) => code,
@@ -112,13 +125,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr, filtered by `WRIT_LOG`. The server logs JSON lines (info and above by
+/// default); the other commands log plain warnings.
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if server {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(

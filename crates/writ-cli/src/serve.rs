@@ -44,7 +44,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if global.database_url.is_some() {
         config.storage.database_url = global.database_url.clone();
     }
-    if global.data_dir != PathBuf::from("./writ-data") {
+    if global.data_dir.as_path() != std::path::Path::new("./writ-data") {
         config.storage.data_dir = global.data_dir.clone();
     }
     if let Some(listen) = args.listen {
@@ -56,7 +56,23 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .block_on(serve(config))
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// A gateway built from its configuration, bound to its address but not yet serving.
+pub struct Built {
+    pub gateway: Arc<Gateway>,
+    pub listener: tokio::net::TcpListener,
+    pub public_url: String,
+    /// Where the policy bundle came from, for the banner.
+    policy_source: String,
+    /// The admin API key created on first start (shown once).
+    first_admin: Option<zeroize::Zeroizing<String>>,
+    /// Keeps the policy directory watched for as long as the gateway runs.
+    _watcher: Option<writ_policy::BundleWatcher>,
+}
+
+/// Everything `writ serve` does before it serves: the database, the keys, the policy, the
+/// connectors, the listener, the first admin, recovery of interrupted actions, and the
+/// background work (on the current runtime).
+pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let data_dir = config.storage.data_dir.clone();
     writ_store::ensure_data_dir(&data_dir)?;
     let db = writ_store::open_database(config.storage.database_url.as_deref(), &data_dir)
@@ -103,7 +119,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let _watcher = if config.policy.dir.is_some() && config.policy.watch {
+    let watcher = if config.policy.dir.is_some() && config.policy.watch {
         Some(policy.watch(Duration::from_millis(300))?)
     } else {
         None
@@ -174,6 +190,27 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("recovering interrupted actions: {}", e.message))?;
     gw.spawn_background(Duration::from_secs(config.audit.checkpoint_interval_secs));
+    Ok(Built {
+        gateway: gw,
+        listener,
+        public_url,
+        policy_source,
+        first_admin,
+        _watcher: watcher,
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let Built {
+        gateway: gw,
+        listener,
+        public_url,
+        policy_source,
+        first_admin,
+        _watcher,
+    } = build(&config).await?;
+    let data_dir = &config.storage.data_dir;
+    let local = listener.local_addr()?;
 
     println!("Writ is serving on {public_url}");
     println!(

@@ -298,11 +298,12 @@ async fn create_action(
     let req: ActionRequest = parse(&body)?;
     let caller = caller(&gw, who, req.grant_id.as_deref()).await?;
     let mut outcome = pipeline::submit(&gw, &caller, req).await?;
-    if !outcome.action.state.is_final() && !wait.is_zero() {
-        if let Some(action) = pipeline::wait_for(&gw, &outcome.action.id, wait).await? {
-            outcome.approval = gw.db.approval_for_action(&action.id).await?;
-            outcome.action = action;
-        }
+    if !outcome.action.state.is_final()
+        && !wait.is_zero()
+        && let Some(action) = pipeline::wait_for(&gw, &outcome.action.id, wait).await?
+    {
+        outcome.approval = gw.db.approval_for_action(&action.id).await?;
+        outcome.action = action;
     }
     ok(outcome.status(), action_view(&gw, &outcome))
 }

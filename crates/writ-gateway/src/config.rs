@@ -401,7 +401,7 @@ mod tests {
     fn the_template_is_a_valid_configuration() {
         let c = Config::from_toml(TEMPLATE, "template", env(&[])).unwrap();
         assert_eq!(c.connectors.len(), 1);
-        assert!(c.connectors.contains_key("httpbin"));
+        assert!(c.connectors.contains_key("github"));
     }
 
     #[test]

@@ -300,7 +300,10 @@ pub async fn submit(
                 },
                 context: RequestContext {
                     args: req.args.clone(),
-                    grant: Some(grant_context(&grant)),
+                    grant: Some(grant_context(
+                        &grant,
+                        gw.policy.current().action_groups(&action_name),
+                    )),
                     intent: req.intent.clone(),
                     time: RequestTime::now_utc(),
                     approval: ApprovalFacts::default(),
@@ -975,7 +978,13 @@ pub async fn decide(
                     },
                     context: RequestContext {
                         args: args.clone(),
-                        grant: Some(grant_context(&grant.grant)),
+                        grant: Some(grant_context(
+                            &grant.grant,
+                            gw.policy.current().action_groups(&format!(
+                                "{}.{}",
+                                action.connector, action.operation
+                            )),
+                        )),
                         intent: action
                             .request
                             .get("intent")
@@ -1334,14 +1343,21 @@ pub fn action_hash(
     Ok(hex::encode(sha2::Sha256::digest(canonical.as_bytes())))
 }
 
-/// The grant as policy sees it: `context.grant`. `X.*` grants the scopes `X.read` and `X.write`.
-fn grant_context(grant: &writ_identity::Grant) -> Value {
+/// The grant as policy sees it: `context.grant`. Its scopes are the grant's action patterns and
+/// the schema's action groups (`github.write`) of the action being evaluated, which the grant
+/// check has already found the grant to cover; `X.*` also stands for `X.read` and `X.write`.
+fn grant_context(grant: &writ_identity::Grant, action_groups: Vec<String>) -> Value {
     let mut scopes: Vec<String> = Vec::new();
     for a in &grant.spec.actions {
         scopes.push(a.clone());
         if let Some(prefix) = a.strip_suffix(".*") {
             scopes.push(format!("{prefix}.read"));
             scopes.push(format!("{prefix}.write"));
+        }
+    }
+    for g in action_groups {
+        if !scopes.contains(&g) {
+            scopes.push(g);
         }
     }
     json!({

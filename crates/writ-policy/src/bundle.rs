@@ -328,6 +328,12 @@ impl Bundle {
         self.sliced.stats()
     }
 
+    /// The action groups `action` is in, per the schema (`github.write` for
+    /// `github.create_issue`).
+    pub fn action_groups(&self, action: &str) -> Vec<String> {
+        self.model.action_groups(action)
+    }
+
     /// The Cedar request and entities Writ evaluates for `request` (validated against the schema).
     pub fn to_cedar(&self, request: &PolicyRequest) -> Result<(Request, Entities), RequestError> {
         self.model.to_cedar(request)

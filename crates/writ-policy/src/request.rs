@@ -232,6 +232,17 @@ impl EntityModel {
         }
     }
 
+    /// The action groups `action` is in, per the schema (`github.write` for
+    /// `github.create_issue`); empty for an action the schema does not declare.
+    pub(crate) fn action_groups(&self, action: &str) -> Vec<String> {
+        let uid = self.action_uid(action);
+        self.action_entities
+            .get(&uid)
+            .and_then(|entities| entities.ancestors(&uid))
+            .map(|groups| groups.map(|g| g.id().unescaped().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn action_uid(&self, action: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(action))
     }
