@@ -119,6 +119,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             )
         }
     };
+    // A candidate bundle in shadow mode: evaluated beside the live one, never in effect.
+    if let Some(dir) = &config.policy.shadow_dir {
+        let candidate = Bundle::load(dir)
+            .with_context(|| format!("the shadow bundle in {} is invalid", dir.display()))?;
+        policy.set_candidate(Some(candidate));
+    }
     let watcher = if config.policy.dir.is_some() && config.policy.watch {
         Some(policy.watch(Duration::from_millis(300))?)
     } else {
@@ -173,6 +179,19 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         None
     };
 
+    // OIDC issuers: their keys are fetched once at start. An issuer that cannot be reached is
+    // logged and its ID tokens are refused (fail closed) until the next start.
+    let mut oidc = Vec::new();
+    for c in &config.identity.oidc {
+        let verifier = match crate::token::oidc_client(c) {
+            Ok(client) => client.verifier().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match verifier {
+            Ok(v) => oidc.push(v),
+            Err(e) => tracing::error!(issuer = %c.issuer, error = %e, "cannot fetch the OIDC issuer's keys; its ID tokens will be refused"),
+        }
+    }
     let gw = Gateway::new(GatewayParts {
         db: db.clone(),
         policy,
@@ -180,7 +199,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         master_key,
         issuer,
         checkpoint_signer,
-        oidc: Vec::new(),
+        oidc,
         limits: config.limits.clone(),
         public_url: public_url.clone(),
         max_connector_timeout: max_timeout,

@@ -1,9 +1,8 @@
 //! The Writ gateway: the server that stands between agents and the systems they act on.
 //!
-//! Today it holds the configuration (`writ.toml` with `WRIT_*` overrides, checked as a whole
-//! before anything starts) and the example policy bundle built into the binary. The governed action pipeline, approvals and the HTTP API are being
-//! built here (issue 6); they join the audit log (`writ-store`), policy (`writ-policy`), identity
-//! (`writ-identity`), the vault (`writ-vault`) and connectors (`writ-connectors`).
+//! [`pipeline`] is the governed action pipeline (authenticate → grant → policy → deny, approval or
+//! execute → respond, every step committed with its audit entry); [`api`] is the HTTP API over
+//! it; [`gateway`] holds the shared state and background work; [`config`] reads `writ.toml`.
 
 pub mod api;
 pub mod config;

@@ -278,6 +278,7 @@ pub async fn submit(
         arguments: &req.args,
     };
     let grant_check = grant.check(&attempt, now, stored_grant.usage);
+    let mut shadow_note = None;
     let verdict = match &grant_check {
         Err(denial) => grant_verdict(denial, &gw.policy.version().to_string()),
         Ok(_) => {
@@ -309,15 +310,23 @@ pub async fn submit(
                     approval: ApprovalFacts::default(),
                 },
             };
-            gw.policy.evaluate(&policy_request)
+            // A candidate bundle in shadow mode is evaluated beside the live one; only the live
+            // verdict takes effect, a disagreement is recorded with the evaluation.
+            let (verdict, shadow) = gw.policy.evaluate_with_shadow(&policy_request);
+            if let Some(shadow) = shadow.filter(|s| s.disagrees) {
+                shadow_note = Some(json!({
+                    "candidate_verdict": verdict_json(&shadow.candidate),
+                    "disagrees": true,
+                }));
+            }
+            verdict
         }
     };
-    entries.push(entry(
-        &id,
-        EntryKind::Evaluated,
-        "writ",
-        evaluated_payload(&verdict, grant_check.as_ref().err()),
-    )?);
+    let mut evaluated = evaluated_payload(&verdict, grant_check.as_ref().err());
+    if let Some(note) = shadow_note {
+        evaluated["shadow"] = note;
+    }
+    entries.push(entry(&id, EntryKind::Evaluated, "writ", evaluated)?);
     let explanation = verdict_json(&verdict);
     let row = |state, result| ActionRow {
         id: id.clone(),
