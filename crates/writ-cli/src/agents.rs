@@ -49,6 +49,9 @@ fn read_jwk(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(client) = crate::remote::configured()? {
+        return crate::remote::agents(cmd, &client, global).await;
+    }
     let store = open(global).await?;
     match cmd {
         AgentsCommand::Add {

@@ -20,8 +20,9 @@ pub enum GrantsCommand {
     /// Create a grant from flags, or from a JSON or YAML spec file (--file).
     Create {
         /// Who creates it: a user id (that user or an admin), or agent:ID (always refused).
+        /// Over the API (WRIT_URL set) the token says who you are instead.
         #[arg(long = "as")]
-        principal: String,
+        principal: Option<String>,
         /// A JSON grant spec: {"user", "agent", "actions", "resources", "constraints",
         /// "expires_at", "max_uses", "sum_budget"}.
         #[arg(long, conflicts_with_all = ["user", "agent", "actions"])]
@@ -62,8 +63,9 @@ pub enum GrantsCommand {
     /// Revoke a grant. Takes effect at once: the next check or token verification fails.
     Revoke {
         id: String,
+        /// Who revokes it (over the API, the token says).
         #[arg(long = "as")]
-        principal: String,
+        principal: Option<String>,
     },
 }
 
@@ -118,6 +120,9 @@ fn grant_text(g: &StoredGrant) -> String {
 }
 
 pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(client) = crate::remote::configured()? {
+        return crate::remote::grants(cmd, &client, global).await;
+    }
     let store = open(global).await?;
     match cmd {
         GrantsCommand::Create {
@@ -132,6 +137,7 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
             max_uses,
             max_sum,
         } => {
+            let who = who.context("--as USER is required: who creates the grant")?;
             let who = principal(store.as_ref(), &who).await?;
             let now = Timestamp::now();
             let spec: GrantSpec = match file {
@@ -241,6 +247,7 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
         }
         GrantsCommand::Revoke { id, principal: who } => {
             let id = GrantId::new(id)?;
+            let who = who.context("--as USER is required: who revokes the grant")?;
             let who = principal(store.as_ref(), &who).await?;
             let g = store
                 .grant(&id)

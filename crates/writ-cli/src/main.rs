@@ -22,6 +22,7 @@ mod init;
 mod keys;
 mod ocsf;
 mod policy;
+mod remote;
 mod serve;
 mod token;
 mod users;

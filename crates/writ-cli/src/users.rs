@@ -34,6 +34,9 @@ pub enum UsersCommand {
 }
 
 pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(client) = crate::remote::configured()? {
+        return crate::remote::users(cmd, &client, global).await;
+    }
     let store = open(global).await?;
     match cmd {
         UsersCommand::Add {

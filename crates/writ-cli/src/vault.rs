@@ -142,6 +142,9 @@ async fn store_version(
 }
 
 pub async fn run(cmd: VaultCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(client) = crate::remote::configured()? {
+        return crate::remote::vault(cmd, &client, global).await;
+    }
     match cmd {
         VaultCommand::Put {
             name,

@@ -438,6 +438,85 @@ fn actions_and_approvals_through_the_api() {
     );
     outputs.push_str(&stderr);
 
+    // The identity commands go through the server when WRIT_URL is set.
+    let added = ok(
+        &mut outputs,
+        writ(
+            &server,
+            &admin,
+            &["users", "add", "eve", "--group", "finance", "--json"],
+        ),
+    );
+    let eve: Value = serde_json::from_str(&added.stdout).unwrap();
+    let eve_key = eve["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(eve["user"]["groups"], json!(["finance"]));
+    let users = ok(&mut outputs, writ(&server, &admin, &["users", "list"]));
+    assert!(
+        users.stdout.contains("eve") && users.stdout.contains("finance"),
+        "{}",
+        users.stdout
+    );
+    let agent = ok(
+        &mut outputs,
+        writ(
+            &server,
+            &eve_key,
+            &["agents", "add", "eve-bot", "--owner", "eve", "--json"],
+        ),
+    );
+    let agent: Value = serde_json::from_str(&agent.stdout).unwrap();
+    assert!(agent["api_key"].as_str().unwrap().starts_with("writ_ak_"));
+    let created = ok(
+        &mut outputs,
+        writ(
+            &server,
+            &eve_key,
+            &[
+                "grants",
+                "create",
+                "--agent",
+                "eve-bot",
+                "--action",
+                "github.create_issue",
+                "--expires-in",
+                "2h",
+                "--json",
+            ],
+        ),
+    );
+    let grant: Value = serde_json::from_str(&created.stdout).unwrap();
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    assert_eq!(grant["user"], "eve");
+    // bob cannot revoke eve's grant; eve can.
+    let refused = writ(&server, &bob, &["grants", "revoke", &grant_id]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    outputs.push_str(&refused.stderr);
+    ok(
+        &mut outputs,
+        writ(&server, &eve_key, &["grants", "revoke", &grant_id]),
+    );
+    let listed = ok(&mut outputs, writ(&server, &eve_key, &["grants", "list"]));
+    assert!(
+        listed.stdout.contains(&grant_id) && listed.stdout.contains("REVOKED"),
+        "{}",
+        listed.stdout
+    );
+    // The vault lists names and versions; secrets never travel through the API.
+    let vault = ok(&mut outputs, writ(&server, &admin, &["vault", "list"]));
+    assert!(vault.stdout.contains("CREDENTIAL"), "{}", vault.stdout);
+    let put = writ(
+        &server,
+        &admin,
+        &["vault", "put", "x", "--from-env", "HOME"],
+    );
+    assert_ne!(put.code, 0);
+    assert!(
+        put.stderr.contains("never travel through the API"),
+        "{}",
+        put.stderr
+    );
+
     // No credential appears in any output or error of the CLI.
     for secret in secrets {
         assert!(!outputs.contains(secret), "a token leaked into the output");
