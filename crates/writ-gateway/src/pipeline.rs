@@ -957,11 +957,6 @@ pub async fn decide(
     // Quorum: evaluate again with the approval facts, exactly as the first time otherwise.
     let grant = gw.db.grant(&caller.grant).await?;
     let requester = gw.db.user(&caller.user).await?;
-    let resource = action
-        .request
-        .get("resource")
-        .cloned()
-        .unwrap_or(Value::Null);
     let connector = gw.connectors.get(&action.connector);
     let verdict = match (grant, requester, connector) {
         (Some(grant), Some(requester), Some(connector)) => {
@@ -1019,7 +1014,6 @@ pub async fn decide(
             },
         },
     };
-    let _ = resource;
     let evaluated = entry(
         &action_id,
         EntryKind::Evaluated,
@@ -1070,23 +1064,17 @@ pub async fn decide(
         )
         .await;
     }
+    // The budget is spent when the action runs, not when it was asked for.
+    let action_name = format!("{}.{}", action.connector, action.operation);
+    let resource_id = connector
+        .and_then(|c| c.resource(&action.operation, &args).ok())
+        .filter(|r| r.entity_type != "Connector")
+        .map(|r| r.id);
     let attempt = ActionAttempt {
         agent: &caller.agent,
-        action: &format!("{}.{}", action.connector, action.operation),
-        resource: None,
-        arguments: &args,
-    };
-    // The budget is spent when the action runs, not when it was asked for.
-    let stored = gw.db.grant(&caller.grant).await?;
-    let resource_id = stored.as_ref().and_then(|_| {
-        connector
-            .and_then(|c| c.resource(&action.operation, &args).ok())
-            .filter(|r| r.entity_type != "Connector")
-            .map(|r| r.id)
-    });
-    let attempt = ActionAttempt {
+        action: &action_name,
         resource: resource_id.as_deref(),
-        ..attempt
+        arguments: &args,
     };
     if let Err(denial) = writ_store::use_grant(gw.db.as_ref(), &caller.grant, &attempt, now).await?
     {
