@@ -362,6 +362,9 @@ pub async fn submit(
             let receipts = match receipts {
                 Committed::Done(r) => r,
                 Committed::Raced(outcome) => return Ok(*outcome),
+                Committed::GrantRefused => {
+                    return Err(ApiError::internal("recording the action was refused"));
+                }
             };
             gw.metrics
                 .record_action("deny", &req.connector, "denied", started.elapsed());
@@ -420,74 +423,112 @@ pub async fn submit(
             let receipts = match receipts {
                 Committed::Done(r) => r,
                 Committed::Raced(outcome) => return Ok(*outcome),
+                Committed::GrantRefused => {
+                    return Err(ApiError::internal("recording the action was refused"));
+                }
             };
             gw.metrics
                 .record_action("approval", &req.connector, "pending", started.elapsed());
             finish(gw, &id, receipts, false).await
         }
         Verdict::Allow { .. } => {
-            // Spend the grant's budget (atomically; a concurrent use may have taken it).
-            if let Err(denial) =
-                writ_store::use_grant(gw.db.as_ref(), &caller.grant, &attempt, now).await?
-            {
-                let verdict = grant_verdict(&denial, &gw.policy.version().to_string());
-                entries.pop();
-                entries.push(entry(
-                    &id,
-                    EntryKind::Evaluated,
-                    "writ",
-                    evaluated_payload(&verdict, Some(&denial)),
-                )?);
-                entries.push(responded(&id, 403, ActionState::Denied)?);
-                let receipts = commit_new(
-                    gw,
-                    caller,
-                    &req,
-                    &hash,
-                    vec![Change::InsertAction(row(
-                        ActionState::Denied,
-                        json!({"verdict": verdict_json(&verdict)}),
-                    ))],
-                    entries,
-                )
-                .await?;
-                let receipts = match receipts {
-                    Committed::Done(r) => r,
-                    Committed::Raced(outcome) => return Ok(*outcome),
-                };
-                gw.metrics
-                    .record_action("deny", &req.connector, "denied", started.elapsed());
-                return finish(gw, &id, receipts, false).await;
-            }
-            let receipts = commit_new(
+            // The grant's budget is spent in the same transaction that records the action as
+            // executing: spent if and only if the action runs.
+            let amount = grant_check.as_ref().map_or(0, |a| a.micros());
+            let committed = commit_new(
                 gw,
                 caller,
                 &req,
                 &hash,
-                vec![Change::InsertAction(row(
-                    ActionState::Executing,
-                    json!({"verdict": explanation}),
-                ))],
-                entries,
+                vec![
+                    Change::InsertAction(row(
+                        ActionState::Executing,
+                        json!({"verdict": explanation}),
+                    )),
+                    Change::SpendGrant {
+                        grant: caller.grant.as_str().to_owned(),
+                        amount_micros: amount,
+                        now,
+                    },
+                ],
+                entries.clone(),
             )
             .await?;
-            let mut seqs = match receipts {
+            let mut seqs = match committed {
                 Committed::Done(r) => r,
                 Committed::Raced(outcome) => return Ok(*outcome),
+                Committed::GrantRefused => {
+                    // A concurrent use spent the budget, or the grant was revoked meanwhile:
+                    // check again for the reason in words, and record the denial.
+                    let stored = gw.db.grant(&caller.grant).await?;
+                    let reason = match stored.map(|g| g.grant.check(&attempt, now, g.usage)) {
+                        Some(Err(denial)) => denial.to_string(),
+                        _ => format!(
+                            "grant {} was revoked or its budget spent meanwhile",
+                            caller.grant
+                        ),
+                    };
+                    let verdict = Verdict::Deny {
+                        explanation: writ_policy::Explanation {
+                            reasons: vec![format!(
+                                "the grant does not cover this action: {reason}"
+                            )],
+                            bundle_version: gw.policy.version().to_string(),
+                            ..Default::default()
+                        },
+                    };
+                    entries.pop();
+                    entries.push(entry(
+                        &id,
+                        EntryKind::Evaluated,
+                        "writ",
+                        json!({"verdict": verdict_json(&verdict), "grant_check": reason}),
+                    )?);
+                    entries.push(responded(&id, 403, ActionState::Denied)?);
+                    let receipts = commit_new(
+                        gw,
+                        caller,
+                        &req,
+                        &hash,
+                        vec![Change::InsertAction(row(
+                            ActionState::Denied,
+                            json!({"verdict": verdict_json(&verdict)}),
+                        ))],
+                        entries,
+                    )
+                    .await?;
+                    let receipts = match receipts {
+                        Committed::Done(r) => r,
+                        Committed::Raced(outcome) => return Ok(*outcome),
+                        Committed::GrantRefused => {
+                            return Err(ApiError::internal("recording a denial was refused"));
+                        }
+                    };
+                    gw.metrics
+                        .record_action("deny", &req.connector, "denied", started.elapsed());
+                    return finish(gw, &id, receipts, false).await;
+                }
             };
-            seqs.extend(
-                execute(
-                    gw,
-                    &id,
-                    &req.connector,
-                    &req.operation,
-                    &req.args,
-                    &caller.user,
-                    explanation,
-                )
-                .await?,
-            );
-            let outcome = finish(gw, &id, seqs, false).await?;
+            let done = execute(
+                gw,
+                &id,
+                &req.connector,
+                &req.operation,
+                &req.args,
+                &caller.user,
+                explanation,
+            )
+            .await?;
+            seqs.extend(done.seqs);
+            // The row as just committed: no need to read it back.
+            let mut action = row(done.state, done.result);
+            action.updated = done.time;
+            let outcome = Outcome {
+                action,
+                approval: None,
+                seqs,
+                replayed: false,
+            };
             let label = if outcome.action.state == ActionState::Succeeded {
                 "executed"
             } else {
@@ -504,6 +545,8 @@ enum Committed {
     Done(Vec<u64>),
     /// Another request with the same idempotency key won the race: its answer.
     Raced(Box<Outcome>),
+    /// The grant's budget could not be spent (the only change here refused as a conflict).
+    GrantRefused,
 }
 
 /// Commits a new action; if its idempotency key was taken meanwhile, answers like a retry.
@@ -529,6 +572,7 @@ async fn commit_new(
                 None => Err(ApiError::conflict("the idempotency key is in use; retry")),
             }
         }
+        Err(StoreError::Conflict(_)) => Ok(Committed::GrantRefused),
         Err(e) => Err(e.into()),
     }
 }
@@ -593,7 +637,7 @@ async fn execute(
     args: &Value,
     user: &UserId,
     verdict: Value,
-) -> Result<Vec<u64>, ApiError> {
+) -> Result<Executed, ApiError> {
     let connector_actor = format!("connector:{connector_name}");
     let started = Instant::now();
     let result: Result<(writ_connectors::Outcome, Option<String>), String> = async {
@@ -672,7 +716,7 @@ async fn execute(
                 id: id.clone(),
                 from: vec![ActionState::Executing],
                 to: state,
-                result: Some(result),
+                result: Some(result.clone()),
                 time: now,
             }],
             vec![
@@ -682,7 +726,20 @@ async fn execute(
         )
         .await?;
     gw.notify_change();
-    Ok(receipts.iter().map(|r| r.seq).collect())
+    Ok(Executed {
+        seqs: receipts.iter().map(|r| r.seq).collect(),
+        state,
+        result,
+        time: now,
+    })
+}
+
+/// What [`execute`] recorded.
+struct Executed {
+    seqs: Vec<u64>,
+    state: ActionState,
+    result: Value,
+    time: Timestamp,
 }
 
 /// The current version of credential `name`: the acting user's own if they have one, else the
@@ -1126,7 +1183,8 @@ pub async fn decide(
             &caller.user,
             verdict_value,
         )
-        .await?,
+        .await?
+        .seqs,
     );
     let outcome = finish(gw, &action_id, seqs, false).await?;
     gw.metrics.record_action(

@@ -152,6 +152,15 @@ pub enum Change {
     InsertApproval(ApprovalRow),
     /// Refused with [`StoreError::AlreadyExists`] if this approver already decided.
     InsertDecision(DecisionRow),
+    /// Spends one use and `amount_micros` of a grant's budgets. Refused with
+    /// [`StoreError::Conflict`] if the grant is revoked, expired at `now`, or the spend would
+    /// exceed `max_uses` or the sum budget: the budget is spent if and only if the action that
+    /// spends it is recorded.
+    SpendGrant {
+        grant: String,
+        amount_micros: i64,
+        now: Timestamp,
+    },
     /// Refused with [`StoreError::Conflict`] unless the approval is in one of the `from` states.
     SetApprovalState {
         id: String,
@@ -216,6 +225,13 @@ pub(crate) fn state_conflict(what: &str, id: &str, found: Option<&str>, to: &str
             StoreError::Conflict(format!("{what} {id} is {found}; it cannot become {to}"))
         }
     }
+}
+
+/// The refusal of a `SpendGrant` that matched no row.
+pub(crate) fn grant_spent(grant: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "grant {grant} was revoked, has expired, or its budget is spent"
+    ))
 }
 
 pub(crate) fn parse_state<T>(

@@ -8,8 +8,8 @@ use writ_core::{ActionId, NewEntry};
 
 use crate::actions::{
     ACTION_COLUMNS, APPROVAL_COLUMNS, ActionFilter, ActionRow, ActionStore, ApprovalRow,
-    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, state_conflict,
-    to_json,
+    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, grant_spent,
+    state_conflict, to_json,
 };
 use crate::postgres::PgStore;
 use crate::{AppendReceipt, StoreError};
@@ -145,6 +145,30 @@ pub(crate) async fn apply(
                         "a decision by {} on approval {}",
                         d.approver, d.approval_id
                     )));
+                }
+            }
+            Change::SpendGrant {
+                grant,
+                amount_micros,
+                now,
+            } => {
+                // PostgreSQL re-evaluates the WHERE clause on the newest row version under the
+                // row lock, so concurrent spends cannot pass the budget test on old numbers.
+                let n = sqlx::query(
+                    "UPDATE identity_grants SET uses = uses + 1, sum_micros = sum_micros + $2
+                     WHERE id = $1 AND revoked_us IS NULL AND expires_us > $3
+                       AND (max_uses IS NULL OR uses < max_uses)
+                       AND (max_sum IS NULL OR sum_micros + $2 <= max_sum)",
+                )
+                .bind(grant)
+                .bind(amount_micros)
+                .bind(now.as_micros())
+                .execute(&mut *conn)
+                .await
+                .map_err(db(op))?
+                .rows_affected();
+                if n == 0 {
+                    return Err(grant_spent(grant));
                 }
             }
             Change::SetApprovalState { id, from, to, time } => {

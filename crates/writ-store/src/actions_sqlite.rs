@@ -7,8 +7,8 @@ use writ_core::{ActionId, NewEntry};
 
 use crate::actions::{
     ACTION_COLUMNS, APPROVAL_COLUMNS, ActionFilter, ActionRow, ActionStore, ApprovalRow,
-    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, state_conflict,
-    to_json,
+    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, grant_spent,
+    state_conflict, to_json,
 };
 use crate::sqlite::SqliteStore;
 use crate::{AppendReceipt, StoreError};
@@ -140,6 +140,26 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
                         "a decision by {} on approval {}",
                         d.approver, d.approval_id
                     )));
+                }
+            }
+            Change::SpendGrant {
+                grant,
+                amount_micros,
+                now,
+            } => {
+                // One statement: the conditions and the increment apply atomically.
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE identity_grants SET uses = uses + 1, sum_micros = sum_micros + ?2
+                         WHERE id = ?1 AND revoked_us IS NULL AND expires_us > ?3
+                           AND (max_uses IS NULL OR uses < max_uses)
+                           AND (max_sum IS NULL OR sum_micros + ?2 <= max_sum)",
+                    )
+                    .map_err(db(op))?
+                    .execute(params![grant, amount_micros, now.as_micros()])
+                    .map_err(db(op))?;
+                if n == 0 {
+                    return Err(grant_spent(grant));
                 }
             }
             Change::SetApprovalState { id, from, to, time } => {

@@ -369,3 +369,91 @@ async fn refusals_inside_group_commits(db: Db) {
     db.cleanup().await;
 }
 on_both_backends!(refusals_inside_group_commits);
+
+/// A grant's budget is spent in the transaction that records the action: a refused spend undoes
+/// the action row and appends nothing, and concurrent spends never exceed the budget.
+async fn grant_budget_spent_with_the_action(db: Db) {
+    use writ_identity::{AgentId, GrantSpec, Principal, UserId};
+    use writ_store::identity::{AgentRecord, UserRecord};
+    let s = database(&db).await;
+    let now = Timestamp::now();
+    s.add_user(&UserRecord {
+        id: UserId::new("alice").unwrap(),
+        display_name: "Alice".into(),
+        admin: false,
+        groups: vec![],
+        created_at: now,
+    })
+    .await
+    .unwrap();
+    s.add_agent(&AgentRecord {
+        id: AgentId::new("bot").unwrap(),
+        owner: UserId::new("alice").unwrap(),
+        public_key: None,
+        created_at: now,
+    })
+    .await
+    .unwrap();
+    let mut spec: GrantSpec = serde_json::from_value(json!({
+        "user": "alice", "agent": "bot", "actions": ["github.*"], "expires_at": "2099-01-01T00:00:00Z",
+    }))
+    .unwrap();
+    spec.max_uses = Some(5);
+    let grant = spec
+        .authorize(
+            &Principal::User {
+                id: UserId::new("alice").unwrap(),
+                admin: false,
+            },
+            now,
+        )
+        .unwrap();
+    s.add_grant(&grant).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        let grant = grant.id.as_str().to_owned();
+        tasks.push(tokio::spawn(async move {
+            let id = ActionId::generate();
+            let r = s
+                .commit(
+                    vec![
+                        Change::InsertAction(action(&id, "bot", None, ActionState::Executing)),
+                        Change::SpendGrant {
+                            grant,
+                            amount_micros: 0,
+                            now: Timestamp::now(),
+                        },
+                    ],
+                    vec![entry(&id, EntryKind::Requested)],
+                )
+                .await;
+            (id, r)
+        }));
+    }
+    let mut ran = 0;
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        match r {
+            Ok(_) => ran += 1,
+            Err(StoreError::Conflict(m)) => {
+                assert!(m.contains("budget"), "{m}");
+                assert!(
+                    s.action(&id).await.unwrap().is_none(),
+                    "a refused spend left its action"
+                );
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(ran, 5, "exactly the budget's uses ran");
+    assert_eq!(
+        s.size().await.unwrap(),
+        5,
+        "refused spends appended nothing"
+    );
+    assert_eq!(s.grant(&grant.id).await.unwrap().unwrap().usage.uses, 5);
+    drop(s);
+    db.cleanup().await;
+}
+on_both_backends!(grant_budget_spent_with_the_action);
