@@ -4,157 +4,10 @@
 //! no token in any output or error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use axum::routing::{post, put};
+use common::{Config, Env, Server, Upstream, writ_command};
 use serde_json::{Value, json};
-
-/// The server process; killed when the test ends, also on panic.
-struct Server {
-    child: Child,
-    url: String,
-    admin_key: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Calls the upstream received, by kind.
-#[derive(Default)]
-struct Calls {
-    issues: AtomicUsize,
-    merges: AtomicUsize,
-}
-
-async fn start_upstream(calls: Arc<Calls>) -> u16 {
-    let (issues, merges) = (calls.clone(), calls);
-    let app = axum::Router::new()
-        .route(
-            "/repos/acme/web/issues",
-            post(move || async move {
-                issues.issues.fetch_add(1, Ordering::SeqCst);
-                (
-                    axum::http::StatusCode::CREATED,
-                    axum::Json(json!({"number": 1})),
-                )
-            }),
-        )
-        .route(
-            "/repos/acme/web/pulls/{n}/merge",
-            put(move || async move {
-                merges.merges.fetch_add(1, Ordering::SeqCst);
-                axum::Json(json!({"merged": true}))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
-}
-
-fn config(upstream_port: u16) -> String {
-    format!(
-        r#"
-[connectors.github]
-kind = "http"
-base_url = "http://127.0.0.1:{upstream_port}"
-timeout_ms = 2000
-
-[connectors.github.operations.create_issue]
-method = "POST"
-path = "/repos/acme/web/issues"
-args_schema = {{ type = "object", required = ["title"], properties = {{ title = {{ type = "string" }}, body = {{ type = "string" }} }}, additionalProperties = false }}
-resource = {{ type = "Repo", id = "acme/web", attributes = {{ owner = "acme", name = "web", visibility = "private" }} }}
-
-[connectors.github.operations.merge_pull_request]
-method = "PUT"
-path = "/repos/acme/web/pulls/{{pull_number}}/merge"
-args_schema = {{ type = "object", required = ["pull_number", "base"], properties = {{ pull_number = {{ type = "integer" }}, base = {{ type = "string" }}, merge_method = {{ type = "string" }} }}, additionalProperties = false }}
-resource = {{ type = "Repo", id = "acme/web", attributes = {{ owner = "acme", name = "web", visibility = "private" }} }}
-"#
-    )
-}
-
-fn start_server(dir: &Path, upstream_port: u16) -> Server {
-    let config_path = dir.join("writ.toml");
-    std::fs::write(&config_path, config(upstream_port)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config_path)
-        .current_dir(dir)
-        .env("WRIT_DATA_DIR", dir.join("data"))
-        .env_remove("WRIT_DATABASE_URL")
-        .env_remove("WRIT_MASTER_KEY")
-        .env_remove("WRIT_CONFIG")
-        .env_remove("WRIT_TOKEN")
-        .env_remove("WRIT_URL")
-        .env("WRIT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Built before reading, so that a server that never prints is killed by the guard.
-    let mut server = Server {
-        child,
-        url: String::new(),
-        admin_key: String::new(),
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keeps draining stdout so the server never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                continue;
-            }
-        }
-    });
-    while server.url.is_empty() || server.admin_key.is_empty() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("writ serve printed neither its URL nor the admin key in time");
-        if let Some(url) = line.strip_prefix("Writ is serving on ") {
-            server.url = url.trim().to_owned();
-        } else if let Some(key) = line.trim().strip_prefix("WRIT_TOKEN=") {
-            server.admin_key = key.to_owned();
-        }
-    }
-    server
-}
-
-/// One API call: status and JSON body.
-async fn api(
-    http: &reqwest::Client,
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = http
-        .request(method, format!("{}{path}", server.url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
 
 struct Run {
     code: i32,
@@ -162,13 +15,12 @@ struct Run {
     stderr: String,
 }
 
+/// `writ ARGS` as a client of `server`, authenticated with `token`.
 fn writ(server: &Server, token: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_writ"))
+    let out = writ_command()
         .args(args)
         .env("WRIT_URL", &server.url)
         .env("WRIT_TOKEN", token)
-        .env_remove("WRIT_DATABASE_URL")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     Run {
@@ -193,22 +45,28 @@ fn ok(outputs: &mut String, run: Run) -> Run {
 #[test]
 fn actions_and_approvals_through_the_api() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let calls = Arc::new(Calls::default());
-    let upstream_port = rt.block_on(start_upstream(calls.clone()));
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), upstream_port);
-    let http = reqwest::Client::new();
-    let admin = server.admin_key.clone();
-    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
-        rt.block_on(api(&http, &server, method, path, token, body))
+    let upstream = rt.block_on(Upstream::start(None));
+    let env = Env::new(None);
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: None,
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: false,
+        extra: "",
+    });
+    let server = env.serve();
+    let api = server.api();
+    let admin = server.admin();
+    let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
+        rt.block_on(api.call(method, path, token, body))
     };
-    let post = reqwest::Method::POST;
 
     // Users, an agent and a grant, through the API.
     let mut keys = std::collections::BTreeMap::new();
     for (user, group) in [("alice", "eng"), ("bob", "maintainers")] {
         let (status, body) = call(
-            post.clone(),
+            "POST",
             "/v1/admin/users",
             &admin,
             Some(json!({"id": user, "groups": [group]})),
@@ -218,7 +76,7 @@ fn actions_and_approvals_through_the_api() {
     }
     let (alice, bob) = (keys["alice"].clone(), keys["bob"].clone());
     let (status, body) = call(
-        post.clone(),
+        "POST",
         "/v1/admin/agents",
         &admin,
         Some(json!({"id": "bot", "owner": "alice"})),
@@ -226,7 +84,7 @@ fn actions_and_approvals_through_the_api() {
     assert_eq!(status, 201, "{body}");
     let agent = body["api_key"].as_str().unwrap().to_owned();
     let (status, body) = call(
-        post.clone(),
+        "POST",
         "/v1/grants",
         &alice,
         Some(json!({"agent": "bot", "actions": ["github.*"], "expires_in": 3600})),
@@ -236,7 +94,7 @@ fn actions_and_approvals_through_the_api() {
 
     // The agent acts: one allowed action, one that waits for a maintainer.
     let (status, issue) = call(
-        post.clone(),
+        "POST",
         "/v1/actions",
         &agent,
         Some(json!({
@@ -247,7 +105,7 @@ fn actions_and_approvals_through_the_api() {
     assert_eq!(status, 200, "{issue}");
     let issue_id = issue["action_id"].as_str().unwrap().to_owned();
     let (status, merge) = call(
-        post.clone(),
+        "POST",
         "/v1/actions",
         &agent,
         Some(json!({
@@ -259,8 +117,8 @@ fn actions_and_approvals_through_the_api() {
     let merge_id = merge["action_id"].as_str().unwrap().to_owned();
     let approval_id = merge["approval"]["id"].as_str().unwrap().to_owned();
     let merge_hash = merge["action_hash"].as_str().unwrap().to_owned();
-    assert_eq!(calls.issues.load(Ordering::SeqCst), 1);
-    assert_eq!(calls.merges.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.count("issues"), 1);
+    assert_eq!(upstream.count("merge"), 0);
 
     let secrets = [admin.as_str(), alice.as_str(), bob.as_str(), agent.as_str()];
     let mut outputs = String::new();
@@ -360,7 +218,7 @@ fn actions_and_approvals_through_the_api() {
     );
     outputs.push_str(&refused.stdout);
     outputs.push_str(&refused.stderr);
-    assert_eq!(calls.merges.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.count("merge"), 0);
 
     // Bob approves the hash he reviewed: the merge runs.
     let approved = ok(
@@ -380,7 +238,7 @@ fn actions_and_approvals_through_the_api() {
         ),
     );
     assert!(approved.stdout.contains("succeeded"), "{}", approved.stdout);
-    assert_eq!(calls.merges.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.count("merge"), 1);
     let show = ok(
         &mut outputs,
         writ(
@@ -424,10 +282,9 @@ fn actions_and_approvals_through_the_api() {
     );
 
     // An unreachable server: what to do, and no token.
-    let down = Command::new(env!("CARGO_BIN_EXE_writ"))
+    let down = writ_command()
         .args(["actions", "list", "--url", "http://127.0.0.1:1", "--token"])
         .arg(&admin)
-        .env_remove("WRIT_TOKEN")
         .output()
         .unwrap();
     let stderr = String::from_utf8(down.stderr).unwrap();

@@ -4,268 +4,32 @@
 //! idempotent retries, a server killed mid-execution, and `writ audit verify` afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::{post, put};
-use serde_json::{Value, json};
-
-const SECRET: &str = "ghp_test_secret_0123456789";
-
-/// What the upstream saw.
-#[derive(Default)]
-struct Seen {
-    calls: Vec<(String, Option<String>, Value)>,
-}
-
-type Upstream = Arc<Mutex<Seen>>;
-
-fn record(seen: &Upstream, path: &str, headers: &HeaderMap, body: &Value) {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    seen.lock()
-        .unwrap()
-        .calls
-        .push((path.to_owned(), auth, body.clone()));
-}
-
-/// A GitHub-like upstream on loopback. It echoes the Authorization header back, as a careless
-/// API might, so the test can check the agent never sees it.
-async fn start_upstream() -> (String, Upstream) {
-    let seen: Upstream = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/repos/acme/web/issues",
-            post(
-                |State(s): State<Upstream>, headers: HeaderMap, body: axum::Json<Value>| async move {
-                    record(&s, "issues", &headers, &body);
-                    let echoed = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    axum::Json(json!({"number": 42, "title": body["title"], "echo": echoed}))
-                },
-            ),
-        )
-        .route(
-            "/repos/acme/web/pulls/{n}/merge",
-            put(
-                |State(s): State<Upstream>,
-                 axum::extract::Path(n): axum::extract::Path<u64>,
-                 headers: HeaderMap,
-                 body: axum::Json<Value>| async move {
-                    record(&s, &format!("merge/{n}"), &headers, &body);
-                    if n == 999 {
-                        // A slow upstream: the server is killed while it waits.
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                    }
-                    axum::Json(json!({"merged": true, "pull_number": n}))
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), seen)
-}
-
-fn config(upstream: &str, policies: &Path) -> String {
-    let resource = r#"resource = { type = "Repo", id = "acme/web", attributes = { owner = "acme", name = "web", visibility = "private" } }"#;
-    format!(
-        r#"
-[policy]
-dir = "{policies}"
-
-[audit]
-checkpoint_interval_secs = 0
-
-[limits]
-actions_per_agent_per_minute = 0
-
-[connectors.github]
-kind = "http"
-base_url = "{upstream}"
-timeout_ms = 1000
-
-[connectors.github.operations.create_issue]
-method = "POST"
-path = "/repos/acme/web/issues"
-args_schema = {{ type = "object", required = ["title"], properties = {{ title = {{ type = "string" }}, body = {{ type = "string" }} }}, additionalProperties = false }}
-{resource}
-credential = {{ name = "github-token", inject = "bearer" }}
-
-[connectors.github.operations.merge_pull_request]
-method = "PUT"
-path = "/repos/acme/web/pulls/{{pull_number}}/merge"
-timeout_ms = 4000
-args_schema = {{ type = "object", required = ["pull_number", "base"], properties = {{ pull_number = {{ type = "integer" }}, base = {{ type = "string" }}, merge_method = {{ type = "string" }} }}, additionalProperties = false }}
-{resource}
-credential = {{ name = "github-token", inject = "bearer" }}
-"#,
-        policies = policies.display()
-    )
-}
-
-/// A running `writ serve`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    admin_key: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Env {
-    dir: PathBuf,
-    database_url: Option<String>,
-}
-
-impl Env {
-    fn writ(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_writ"));
-        c.current_dir(&self.dir)
-            .env("WRIT_DATA_DIR", self.dir.join("data"))
-            .env_remove("WRIT_DATABASE_URL")
-            .env_remove("WRIT_MASTER_KEY");
-        if let Some(url) = &self.database_url {
-            c.env("WRIT_DATABASE_URL", url);
-        }
-        c
-    }
-
-    fn serve(&self) -> Server {
-        let mut child = self
-            .writ()
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", "writ.toml"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut admin_key) = (None, None);
-        // The banner ends with the health line; the admin key comes before it on first start.
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(u) = line.strip_prefix("Writ is serving on ") {
-                url = Some(u.trim().to_owned());
-            }
-            if let Some(k) = line.trim().strip_prefix("WRIT_TOKEN=") {
-                admin_key = Some(k.to_owned());
-            }
-            if line.trim_start().starts_with("health:") {
-                break;
-            }
-        }
-        // Keep draining stdout so that the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Server {
-            child,
-            url: url.expect("the server did not print its URL"),
-            admin_key,
-        }
-    }
-}
-
-struct Api {
-    client: reqwest::Client,
-    url: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            _ => self.client.post(url),
-        }
-        .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        assert!(
-            !text.contains(SECRET),
-            "a response carried the credential: {text}"
-        );
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
+use common::{Config, Env, SECRET, Upstream};
+use serde_json::json;
 
 async fn scenario(database_url: Option<String>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env {
-        dir: tmp.path().to_path_buf(),
-        database_url,
-    };
-    let (upstream, seen) = start_upstream().await;
+    let env = Env::new(database_url);
+    let upstream = Upstream::start(Some(999)).await;
 
-    // Policies: the example bundle, with merges to main needing two maintainers.
-    let out = env.writ().args(["init", "."]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let github = env.dir.join("policies/github.cedar");
-    let text = std::fs::read_to_string(&github).unwrap();
-    std::fs::write(
-        &github,
-        text.replace("@expires(\"4h\")", "@quorum(\"2\")\n@expires(\"4h\")"),
-    )
-    .unwrap();
-    std::fs::write(
-        env.dir.join("writ.toml"),
-        config(&upstream, &env.dir.join("policies")),
-    )
-    .unwrap();
-
-    // The credential goes into the vault before the server starts (same data dir, same key).
-    std::fs::write(env.dir.join("secret.txt"), SECRET).unwrap();
-    let out = env
-        .writ()
-        .args(["vault", "put", "github-token", "--from-file", "secret.txt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Policies: the example bundle, with merges to main needing two maintainers. The credential
+    // goes into the vault before the server starts (same data dir, same key).
+    env.init_with_secret(|t| t.replace("@expires(\"4h\")", "@quorum(\"2\")\n@expires(\"4h\")"));
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: Some(&env.path("policies")),
+        timeout_ms: 1000,
+        merge_timeout_ms: Some(4000),
+        credential: true,
+        extra: "[audit]\ncheckpoint_interval_secs = 0\n\n[limits]\nactions_per_agent_per_minute = 0\n",
+    });
 
     let server = env.serve();
-    let admin = server
-        .admin_key
-        .clone()
-        .expect("first start prints the admin key");
-    let api = Api {
-        client: reqwest::Client::new(),
-        url: server.url.clone(),
-    };
+    let admin = server.admin();
+    let api = server.api();
     let (s, ready) = api.call("GET", "/readyz", "", None).await;
     assert_eq!(s, 200, "{ready}");
 
@@ -328,37 +92,7 @@ async fn scenario(database_url: Option<String>) {
         .await;
     assert_eq!(s, 403);
 
-    let form = [
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
-        ),
-        ("subject_token", keys["alice"].clone()),
-        (
-            "subject_token_type",
-            "urn:writ:params:oauth:token-type:api-key".to_owned(),
-        ),
-        ("actor_token", agent_key.clone()),
-        (
-            "actor_token_type",
-            "urn:writ:params:oauth:token-type:api-key".to_owned(),
-        ),
-        (
-            "authorization_details",
-            json!([{"type": "writ_grant", "grant_id": grant}]).to_string(),
-        ),
-    ];
-    let resp = api
-        .client
-        .post(format!("{}/oauth/token", api.url))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = api.token(&keys["alice"], &agent_key, &grant).await;
 
     // Allowed: the upstream sees the credential, the agent's answer never does.
     let (s, v) = api
@@ -375,15 +109,13 @@ async fn scenario(database_url: Option<String>) {
     assert_eq!(v["result"]["credential"], "github-token@1");
     assert_eq!(v["audit"]["seqs"].as_array().unwrap().len(), 4, "{v}");
     let issue_action = v["action_id"].as_str().unwrap().to_owned();
-    {
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.calls.len(), 1);
-        assert_eq!(
-            seen.calls[0].1.as_deref(),
-            Some(format!("Bearer {SECRET}").as_str())
-        );
-        assert_eq!(seen.calls[0].2, json!({"title": "Flaky test"}));
-    }
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].authorization.as_deref(),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    assert_eq!(calls[0].body, json!({"title": "Flaky test"}));
     // Idempotent retry: the same answer, no second call. The same key for other arguments: 409.
     let (s, v) = api
         .call("POST", "/v1/actions", &token, Some(json!({
@@ -408,7 +140,7 @@ async fn scenario(database_url: Option<String>) {
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"], "idempotency_key_reused");
-    assert_eq!(seen.lock().unwrap().calls.len(), 1);
+    assert_eq!(upstream.calls().len(), 1);
 
     // Denied by policy (a plain forbid, with its id and reason). The upstream is never called.
     let (s, v) = api
@@ -452,7 +184,7 @@ async fn scenario(database_url: Option<String>) {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(seen.lock().unwrap().calls.len(), 2);
+    assert_eq!(upstream.calls().len(), 2);
     // Denied by the grant: an operation it does not cover.
     let (s, v) = api
         .call(
@@ -479,7 +211,7 @@ async fn scenario(database_url: Option<String>) {
         )
         .await;
     assert_eq!(s, 400, "{v}");
-    assert_eq!(seen.lock().unwrap().calls.len(), 2);
+    assert_eq!(upstream.calls().len(), 2);
     // A forged token is refused.
     let forged = format!("{}x", &token[..token.len() - 1]);
     let (s, _) = api
@@ -586,13 +318,7 @@ async fn scenario(database_url: Option<String>) {
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"], "already_decided");
-    assert!(
-        seen.lock()
-            .unwrap()
-            .calls
-            .iter()
-            .all(|c| !c.0.starts_with("merge"))
-    );
+    assert!(upstream.paths().iter().all(|p| !p.starts_with("merge")));
     // Second maintainer: quorum, re-evaluation, execution by Writ itself.
     let (s, v) = api
         .call(
@@ -604,16 +330,13 @@ async fn scenario(database_url: Option<String>) {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "succeeded", "{v}");
-    {
-        let seen = seen.lock().unwrap();
-        let merges: Vec<_> = seen
-            .calls
-            .iter()
-            .filter(|c| c.0.starts_with("merge"))
-            .collect();
-        assert_eq!(merges.len(), 1);
-        assert_eq!(merges[0].0, "merge/7", "only the approved arguments run");
-    }
+    let merges: Vec<_> = upstream
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("merge"))
+        .collect();
+    assert_eq!(merges.len(), 1);
+    assert_eq!(merges[0], "merge/7", "only the approved arguments run");
     // The agent's long-poll sees the outcome; the record holds every step with proofs.
     let (s, record) = api
         .call(
@@ -713,15 +436,7 @@ async fn scenario(database_url: Option<String>) {
     );
 
     // Metrics reflect it.
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains("writ_actions_total{verdict=\"allow\",connector=\"github\"}"),
         "{metrics}"
@@ -742,13 +457,7 @@ async fn scenario(database_url: Option<String>) {
             .await
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen
-        .lock()
-        .unwrap()
-        .calls
-        .iter()
-        .any(|c| c.0 == "merge/999")
-    {
+    while !upstream.paths().iter().any(|p| p == "merge/999") {
         assert!(
             Instant::now() < deadline,
             "the slow call never reached the upstream"
@@ -762,10 +471,7 @@ async fn scenario(database_url: Option<String>) {
         server.admin_key.is_none(),
         "the admin key is printed only on first start"
     );
-    let api = Api {
-        client: reqwest::Client::new(),
-        url: server.url.clone(),
-    };
+    let api = server.api();
     let deadline = Instant::now() + Duration::from_secs(30);
     let interrupted = loop {
         let (_, v) = api
@@ -784,38 +490,18 @@ async fn scenario(database_url: Option<String>) {
     assert!(interrupted["error"].as_str().unwrap().contains("unknown"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        seen.lock()
-            .unwrap()
-            .calls
+        upstream
+            .paths()
             .iter()
-            .filter(|c| c.0 == "merge/999")
+            .filter(|p| *p == "merge/999")
             .count(),
         1
     );
     drop(server);
 
     // The log verifies, and the credential is nowhere in it.
-    let out = env
-        .writ()
-        .args(["audit", "verify", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = env
-        .writ()
-        .args(["audit", "export", "--format", "jsonl"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = String::from_utf8_lossy(&out.stdout);
+    env.run(&["audit", "verify", "--json"]);
+    let log = env.run(&["audit", "export", "--format", "jsonl"]);
     assert!(log.contains("github-token@1"));
     assert!(
         !log.contains(SECRET),
