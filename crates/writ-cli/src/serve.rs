@@ -189,7 +189,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         };
         match verifier {
             Ok(v) => oidc.push(v),
-            Err(e) => tracing::error!(issuer = %c.issuer, error = %e, "cannot fetch the OIDC issuer's keys; its ID tokens will be refused"),
+            Err(e) => {
+                tracing::error!(issuer = %c.issuer, error = %e, "cannot fetch the OIDC issuer's keys; its ID tokens will be refused")
+            }
         }
     }
     let gw = Gateway::new(GatewayParts {

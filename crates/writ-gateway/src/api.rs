@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -56,7 +56,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(gw)
+        .with_state(gw.clone())
+        .merge(crate::mcp::router(gw))
 }
 
 impl IntoResponse for ApiError {
@@ -91,6 +92,35 @@ fn ok(status: u16, body: Value) -> ApiResult {
         .into_response())
 }
 
+/// A request body within `[limits] max_body_bytes`. Over the limit the request is refused with
+/// the API's JSON error (`413 body_too_large`) rather than axum's plain-text rejection.
+struct Body(Bytes);
+
+impl FromRequest<Arc<Gateway>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, gw).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                gw.metrics.refused("body_too_large");
+                Err(ApiError::new(
+                    413,
+                    "body_too_large",
+                    format!(
+                        "the request body is too large; the limit is {} bytes",
+                        gw.limits.max_body_bytes
+                    ),
+                ))
+            }
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the request body could not be read: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Parses a JSON body strictly, with an error that says what is wrong.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
@@ -104,13 +134,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 // Authentication
 
 /// Who presented the request's bearer credential.
-enum Who {
+pub(crate) enum Who {
     Agent(AgentId),
     User(UserRecord),
     Delegated(Arc<writ_identity::DelegatedClaims>),
 }
 
-async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Who, ApiError> {
+pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Who, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -195,7 +225,11 @@ async fn admin_only(gw: &Gateway, headers: &HeaderMap) -> Result<UserRecord, Api
 }
 
 /// The caller of an action: from a delegated token, or an agent key plus the body's grant id.
-async fn caller(gw: &Gateway, who: Who, grant_id: Option<&str>) -> Result<Caller, ApiError> {
+pub(crate) async fn caller(
+    gw: &Gateway,
+    who: Who,
+    grant_id: Option<&str>,
+) -> Result<Caller, ApiError> {
     let now = Timestamp::now();
     match who {
         Who::Delegated(claims) => {
@@ -291,7 +325,7 @@ async fn create_action(
     State(gw): State<Arc<Gateway>>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let wait = parse_wait(&gw, q.wait.as_deref())?;
     let who = authenticate(&gw, &headers).await?;
@@ -654,7 +688,7 @@ async fn decide(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: DecisionRequest = parse(&body)?;
@@ -709,7 +743,7 @@ fn grant_json(g: &writ_store::identity::StoredGrant) -> Value {
 async fn create_grant(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: GrantRequest = parse(&body)?;
@@ -839,7 +873,11 @@ async fn issue_key(
     Ok((key.key.to_string(), key.key_id))
 }
 
-async fn create_user(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn create_user(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult {
     let admin = admin_only(&gw, &headers).await?;
     let req: UserRequest = parse(&body)?;
     let id = UserId::new(req.id).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -875,7 +913,7 @@ struct AgentRequest {
 async fn create_agent(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: AgentRequest = parse(&body)?;
@@ -936,7 +974,7 @@ async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiRe
     )
 }
 
-async fn token(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+async fn token(State(gw): State<Arc<Gateway>>, Body(body): Body) -> Response {
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
         Ok(p) => p,
         Err(_) => {

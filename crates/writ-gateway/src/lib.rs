@@ -2,12 +2,14 @@
 //!
 //! [`pipeline`] is the governed action pipeline (authenticate → grant → policy → deny, approval or
 //! execute → respond, every step committed with its audit entry); [`api`] is the HTTP API over
-//! it; [`gateway`] holds the shared state and background work; [`config`] reads `writ.toml`.
+//! it; [`mcp`] serves the same pipeline to MCP clients at `/mcp`; [`gateway`] holds the shared
+//! state and background work; [`config`] reads `writ.toml`.
 
 pub mod api;
 pub mod config;
 pub mod examples;
 pub mod gateway;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod ratelimit;

@@ -8,14 +8,18 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 const API_SOURCE: &str = include_str!("../src/api.rs");
+/// `api::router` merges `mcp::router`: its routes are the API's too.
+const MCP_SOURCE: &str = include_str!("../src/mcp.rs");
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
 fn document() -> Value {
     serde_json::from_str(writ_gateway::api::OPENAPI).expect("openapi.json is valid JSON")
 }
 
-/// `(path, method)` for every `.route("PATH", get(..).post(..))` in `router()`.
+/// `(path, method)` for every `.route("PATH", get(..).post(..))` (or `get_service(..)`) in
+/// `router()` of api.rs and of mcp.rs.
 fn routes_in_source() -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
     let start = API_SOURCE
         .find("pub fn router(")
         .expect("api.rs defines router()");
@@ -23,7 +27,17 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     let body = &body[..body
         .find(".fallback(")
         .expect("router() ends with a fallback")];
-    let mut routes = BTreeSet::new();
+    scan_routes(body, &mut routes);
+    let start = MCP_SOURCE
+        .find("pub fn router(")
+        .expect("mcp.rs defines router()");
+    let body = &MCP_SOURCE[start..];
+    let body = &body[..body.find("\n}\n").expect("router() ends")];
+    scan_routes(body, &mut routes);
+    routes
+}
+
+fn scan_routes(body: &str, routes: &mut BTreeSet<(String, String)>) {
     for chunk in body.split(".route(").skip(1) {
         let path = chunk
             .split('"')
@@ -32,20 +46,20 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
         let after_path = &chunk[chunk.find(',').expect("a route has a method router")..];
         let mut found = false;
         for method in METHODS {
-            let call = format!("{method}(");
-            let mut rest = after_path;
-            while let Some(i) = rest.find(&call) {
-                let before = rest[..i].chars().next_back();
-                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                    routes.insert((path.to_owned(), (*method).to_owned()));
-                    found = true;
+            for call in [format!("{method}("), format!("{method}_service(")] {
+                let mut rest = after_path;
+                while let Some(i) = rest.find(&call) {
+                    let before = rest[..i].chars().next_back();
+                    if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        routes.insert((path.to_owned(), (*method).to_owned()));
+                        found = true;
+                    }
+                    rest = &rest[i + call.len()..];
                 }
-                rest = &rest[i + call.len()..];
             }
         }
         assert!(found, "route {path} has no method this test recognizes");
     }
-    routes
 }
 
 fn routes_in_document(doc: &Value) -> BTreeSet<(String, String)> {
@@ -84,6 +98,7 @@ fn the_scan_sees_the_router() {
     assert!(routes.contains(&("/v1/actions".into(), "get".into())));
     assert!(routes.contains(&("/v1/audit/checkpoint".into(), "get".into())));
     assert!(routes.contains(&("/v1/audit/checkpoint".into(), "post".into())));
+    assert!(routes.contains(&("/mcp".into(), "delete".into())));
     assert!(
         routes.len() >= 20,
         "only {} routes found in api.rs",
@@ -146,6 +161,7 @@ fn public_endpoints_need_no_credential() {
         ("/openapi.json", "get"),
         ("/.well-known/jwks.json", "get"),
         ("/.well-known/oauth-authorization-server", "get"),
+        ("/.well-known/oauth-protected-resource", "get"),
         ("/v1/audit/checkpoint", "get"),
         ("/oauth/token", "post"),
     ];

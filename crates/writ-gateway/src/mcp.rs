@@ -1,0 +1,537 @@
+//! Writ as an MCP server: `/mcp` over Streamable HTTP, a thin layer over [`crate::pipeline`].
+//!
+//! Every connector operation the caller's grant covers is a tool named `<connector>.<operation>`
+//! (the operation's description, its argument schema as `inputSchema`), plus
+//! `writ.action_status` to ask about an action that was pending. A tool call is an action: it
+//! goes through the same pipeline as `POST /v1/actions` (grant, policy, approval, credential
+//! injection, audit), so a denial comes back as a tool error whose text gives the policy and its
+//! reason, in words the model can act on. `_meta.intent`, `_meta.rationale` and
+//! `_meta.idempotency_key` of a `tools/call` become the action's intent, rationale and
+//! idempotency key; without them they are empty.
+//!
+//! Before the MCP layer sees a request: a browser `Origin` other than the server's own host is
+//! refused (403, DNS-rebinding protection), then the bearer credential is checked the way the
+//! HTTP API checks it: a delegated token, or an agent API key with a `Writ-Grant: <grant id>`
+//! header. Without one the answer is 401 with `WWW-Authenticate` naming the RFC 9728 protected
+//! resource metadata, served at `/.well-known/oauth-protected-resource`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post_service};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use writ_core::ActionId;
+use writ_store::{ActionRow, ActionState, ApprovalRow};
+
+use crate::api::{Who, authenticate, caller};
+use crate::gateway::Gateway;
+use crate::pipeline::{self, ActionRequest, ApiError, Caller};
+
+/// The tool that answers for an action submitted earlier.
+const STATUS_TOOL: &str = "writ.action_status";
+/// The header that names the grant when the bearer is an agent API key.
+const GRANT_HEADER: &str = "writ-grant";
+/// The longest a tool call waits for an approval before answering "pending"; `[limits]
+/// max_wait_secs` lowers it.
+const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(20);
+
+/// `/mcp` (Streamable HTTP: POST, GET for the server's stream, DELETE to end a session) and the
+/// protected resource metadata that tells a client where to get a token.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(&gw.public_url))
+        .with_max_request_body_bytes(gw.limits.max_body_bytes);
+    let server = WritMcp { gw: gw.clone() };
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            post_service(service.clone())
+                .get_service(service.clone())
+                .delete_service(service),
+        )
+        .layer(middleware::from_fn_with_state(gw.clone(), guard));
+    Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .with_state(gw)
+        .merge(mcp)
+}
+
+/// The RFC 9728 document: which resource this is and which authorization server issues tokens.
+async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
+    axum::Json(json!({
+        "resource": format!("{}/mcp", gw.public_url),
+        "authorization_servers": [gw.public_url],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Writ",
+    }))
+    .into_response()
+}
+
+/// The host part of a URL (`https://writ.example:8443/x` → `writ.example`), lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// `Host` values rmcp accepts: the public URL's host and loopback (a local reverse proxy).
+fn allowed_hosts(public_url: &str) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+    if let Some(h) = url_host(public_url)
+        && !hosts.contains(&h)
+    {
+        hosts.push(h);
+    }
+    hosts
+}
+
+/// A browser's `Origin` must be this server's own host; clients that send none are not browsers.
+fn origin_allowed(public_url: &str, origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    match (url_host(origin), url_host(public_url)) {
+        (Some(o), Some(own)) => o == own,
+        _ => false,
+    }
+}
+
+/// Origin check, then authentication; the caller goes into the request for the MCP handler.
+async fn guard(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && !origin_allowed(&gw.public_url, origin)
+    {
+        gw.metrics.refused("origin");
+        return ApiError::forbidden(format!(
+            "requests from origin {:?} are refused: /mcp accepts browser requests only from {}",
+            origin.to_str().unwrap_or("(not text)"),
+            gw.public_url
+        ))
+        .into_response();
+    }
+    match mcp_caller(&gw, req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) if e.status == 401 => {
+            let mut response = e.into_response();
+            let challenge = format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+                gw.public_url
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A delegated token names its grant; an agent API key needs the `Writ-Grant` header.
+async fn mcp_caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let who = authenticate(gw, headers).await?;
+    let grant = match headers.get(GRANT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("the Writ-Grant header is not text"))?,
+        ),
+    };
+    if matches!(who, Who::Agent(_)) && grant.is_none() {
+        return Err(ApiError::bad_request(
+            "with an agent API key, name the grant the agent acts under: `Writ-Grant: <grant id>`",
+        ));
+    }
+    caller(gw, who, grant).await
+}
+
+/// The MCP server: one per session, all sharing the gateway.
+#[derive(Clone)]
+struct WritMcp {
+    gw: Arc<Gateway>,
+}
+
+/// The caller the guard authenticated for this HTTP request.
+fn request_caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("the request was not authenticated", None))
+}
+
+fn internal(e: ApiError) -> ErrorData {
+    ErrorData::internal_error(e.message, None)
+}
+
+impl ServerHandler for WritMcp {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Each tool is an action on a real system, governed by Writ: your grant and the \
+                 organisation's policies decide whether it runs, some actions wait for a person's \
+                 approval, and every call is recorded. Put why you act in _meta.intent and \
+                 _meta.rationale. When a call is denied, the text says which policy and why: \
+                 change the request or ask a person; do not retry it unchanged. When a call is \
+                 pending approval, call writ.action_status with its action_id later.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let caller = request_caller(&ctx)?;
+        let grant = self
+            .gw
+            .db
+            .grant(&caller.grant)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let patterns = grant.map(|g| g.grant.spec.actions).unwrap_or_default();
+        let mut tools = Vec::new();
+        for (name, connector) in &self.gw.connectors {
+            for op in connector.operations() {
+                let tool_name = format!("{name}.{}", op.name);
+                if !patterns
+                    .iter()
+                    .any(|p| writ_identity::grant::action_matches(p, &tool_name))
+                {
+                    continue;
+                }
+                let schema = match op.args_schema {
+                    Value::Object(o) => o,
+                    _ => object_schema(json!({"type": "object"})),
+                };
+                tools.push(Tool::new(tool_name, op.description, schema));
+            }
+        }
+        tools.push(Tool::new(
+            STATUS_TOOL,
+            "The current state of an action you submitted (one that was pending approval): its \
+             result once approved and executed, or why it was rejected or expired.",
+            object_schema(json!({
+                "type": "object",
+                "required": ["action_id"],
+                "properties": {"action_id": {"type": "string", "description": "the action_id a tool call returned"}},
+                "additionalProperties": false,
+            })),
+        ));
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = request_caller(&ctx)?;
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        if request.name == STATUS_TOOL {
+            return Ok(self.action_status(&caller, &args).await?.into());
+        }
+        let Some((connector, operation)) = request.name.split_once('.') else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool {:?}; tools are named <connector>.<operation>",
+                    request.name
+                ),
+                None,
+            ));
+        };
+        // rmcp hands a request's `_meta` to the handler in the context; the params may keep it.
+        let metas = [
+            serde_json::to_value(&ctx.meta).unwrap_or(Value::Null),
+            serde_json::to_value(&request.meta).unwrap_or(Value::Null),
+        ];
+        let text = |key: &str| {
+            metas
+                .iter()
+                .find_map(|m| m.get(key).and_then(Value::as_str))
+                .map(str::to_owned)
+        };
+        let action = ActionRequest {
+            connector: connector.to_owned(),
+            operation: operation.to_owned(),
+            args,
+            intent: text("intent").unwrap_or_default(),
+            rationale: text("rationale").unwrap_or_default(),
+            idempotency_key: text("idempotency_key"),
+            grant_id: None,
+        };
+        let outcome = match pipeline::submit(&self.gw, &caller, action).await {
+            Ok(o) => o,
+            Err(e) => return Ok(refused(&e).into()),
+        };
+        let mut action = outcome.action;
+        let mut approval = outcome.approval;
+        if !action.state.is_final() {
+            let wait = MAX_APPROVAL_WAIT.min(Duration::from_secs(self.gw.limits.max_wait_secs));
+            if let Some(a) = pipeline::wait_for(&self.gw, &action.id, wait)
+                .await
+                .map_err(internal)?
+            {
+                approval = self
+                    .gw
+                    .db
+                    .approval_for_action(&a.id)
+                    .await
+                    .map_err(|e| internal(e.into()))?;
+                action = a;
+            }
+        }
+        Ok(answer(&action, approval.as_ref()).into())
+    }
+}
+
+impl WritMcp {
+    async fn action_status(
+        &self,
+        caller: &Caller,
+        args: &Value,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some(id) = args.get("action_id").and_then(Value::as_str) else {
+            return Ok(tool_error(
+                "writ.action_status needs {\"action_id\": \"...\"}, the action_id a tool call returned",
+                json!({"error": "bad_request"}),
+            ));
+        };
+        let not_found = || {
+            tool_error(
+                format!("there is no action {id} of yours"),
+                json!({"error": "not_found", "action_id": id}),
+            )
+        };
+        let Ok(id) = ActionId::new(id) else {
+            return Ok(not_found());
+        };
+        let action = self
+            .gw
+            .db
+            .action(&id)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let Some(action) = action.filter(|a| a.agent == caller.agent.as_str()) else {
+            return Ok(not_found());
+        };
+        let approval = self
+            .gw
+            .db
+            .approval_for_action(&action.id)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        Ok(answer(&action, approval.as_ref()))
+    }
+}
+
+fn object_schema(v: Value) -> JsonObject {
+    match v {
+        Value::Object(o) => o,
+        _ => JsonObject::new(),
+    }
+}
+
+fn tool_error(text: impl Into<String>, structured: Value) -> CallToolResult {
+    let mut r = CallToolResult::error(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(structured);
+    r
+}
+
+/// A request the pipeline refused before it became an action (arguments, limits, connector).
+fn refused(e: &ApiError) -> CallToolResult {
+    tool_error(
+        format!("Refused: {}", e.message),
+        json!({"error": e.code, "message": e.message}),
+    )
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the model is told about an action, by its state.
+fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult {
+    let result = action.result.clone().unwrap_or(Value::Null);
+    let verdict = result.get("verdict").cloned().unwrap_or(Value::Null);
+    let id = action.id.as_str();
+    let status = action.state.as_str();
+    match action.state {
+        ActionState::Succeeded => {
+            let body = result
+                .get("outcome")
+                .and_then(|o| o.get("body"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let mut r = CallToolResult::success(vec![ContentBlock::text(body.to_string())]);
+            r.structured_content = Some(json!({"action_id": id, "status": status, "result": body}));
+            r
+        }
+        ActionState::Denied => {
+            let policy_ids = strings(verdict.get("policy_ids"));
+            let reasons = strings(verdict.get("reasons"));
+            let by = if policy_ids.is_empty() {
+                "Denied".to_owned()
+            } else {
+                format!("Denied by policy {}", policy_ids.join(", "))
+            };
+            let why = if reasons.is_empty() {
+                "no policy permits this action".to_owned()
+            } else {
+                reasons.join("; ")
+            };
+            tool_error(
+                format!(
+                    "{by}: {why}. This action will not be allowed as it is: change the request, or ask a person."
+                ),
+                json!({
+                    "action_id": id,
+                    "status": status,
+                    "verdict": verdict.get("verdict"),
+                    "policy_ids": policy_ids,
+                    "reasons": reasons,
+                    "bundle_version": verdict.get("bundle_version"),
+                }),
+            )
+        }
+        ActionState::PendingApproval | ActionState::Executing => {
+            let waiting = match approval {
+                Some(a) if action.state == ActionState::PendingApproval => format!(
+                    "is waiting for approval {} ({}) by {}",
+                    a.id,
+                    a.reason.as_deref().unwrap_or("a policy requires it"),
+                    a.approvers.join(", ")
+                ),
+                _ => "is still executing".to_owned(),
+            };
+            let mut structured = json!({"action_id": id, "status": status});
+            if let Some(a) = approval {
+                structured["approval"] = json!({
+                    "id": a.id,
+                    "state": a.state.as_str(),
+                    "approvers": a.approvers,
+                    "quorum": a.quorum,
+                    "reason": a.reason,
+                    "expires_at": a.expires.to_string(),
+                });
+            }
+            let mut r = CallToolResult::success(vec![ContentBlock::text(format!(
+                "Action {id} {waiting}. It has not run yet. Call {STATUS_TOOL} with {{\"action_id\": \"{id}\"}} later to learn the outcome."
+            ))]);
+            r.structured_content = Some(structured);
+            r
+        }
+        ActionState::Rejected | ActionState::Expired => {
+            let what = if action.state == ActionState::Rejected {
+                "was rejected by an approver"
+            } else {
+                "expired before it was approved"
+            };
+            tool_error(
+                format!(
+                    "Action {id} {what}; it did not run. Do not retry it unchanged; ask a person."
+                ),
+                json!({"action_id": id, "status": status, "approval": approval.map(|a| a.id.clone())}),
+            )
+        }
+        ActionState::Failed | ActionState::OutcomeUnknown => {
+            let error = match (result.get("error"), result.get("outcome")) {
+                (Some(e), _) => e.as_str().map_or_else(|| e.to_string(), str::to_owned),
+                (None, Some(o)) => format!(
+                    "the upstream answered {}: {}",
+                    o.get("status")
+                        .map_or_else(|| "?".to_owned(), Value::to_string),
+                    o.get("body").map_or_else(String::new, Value::to_string)
+                ),
+                (None, None) => "the action failed".to_owned(),
+            };
+            let text = if action.state == ActionState::OutcomeUnknown {
+                format!(
+                    "Action {id}: whether it took effect is unknown ({error}). Check the system before trying again."
+                )
+            } else {
+                format!("Action {id} failed: {error}")
+            };
+            tool_error(
+                text,
+                json!({"action_id": id, "status": status, "error": error, "result": result.get("outcome")}),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_urls() {
+        for (url, host) in [
+            ("https://writ.example", Some("writ.example")),
+            ("https://Writ.Example:8443/mcp", Some("writ.example")),
+            ("http://127.0.0.1:9000", Some("127.0.0.1")),
+            ("http://[::1]:9000", Some("::1")),
+            ("https://user@evil.example/x", Some("evil.example")),
+            ("null", Some("null")),
+            ("https://", None),
+        ] {
+            assert_eq!(url_host(url).as_deref(), host, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_the_own_origin_is_allowed() {
+        let own = "https://writ.example";
+        for (origin, allowed) in [
+            ("https://writ.example", true),
+            ("https://writ.example:443", true),
+            ("https://evil.example", false),
+            ("https://writ.example.evil.example", false),
+            ("null", false),
+        ] {
+            assert_eq!(
+                origin_allowed(own, &HeaderValue::from_static(origin)),
+                allowed,
+                "{origin}"
+            );
+        }
+    }
+}
