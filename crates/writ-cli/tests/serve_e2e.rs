@@ -509,6 +509,55 @@ async fn scenario(database_url: Option<String>) {
     );
 }
 
+/// `writ serve` with no configuration at all: a working gateway on SQLite in the data
+/// directory, keys generated (owner-only), the built-in example bundle, the admin key printed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_configuration_start() {
+    let env = Env::new(None);
+    let server = env.serve_with(&[]);
+    let admin = server.admin();
+    let api = server.api();
+    let ready = api.send("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["store"], "ok");
+    assert!(
+        ready.body["policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let (s, policy) = api.call("GET", "/v1/admin/policy", &admin, None).await;
+    assert_eq!(s, 200, "{policy}");
+    assert!(
+        policy["policies"].as_array().unwrap().len() >= 10,
+        "{policy}"
+    );
+    let (s, users) = api.call("GET", "/v1/admin/users", &admin, None).await;
+    assert_eq!(s, 200, "{users}");
+    assert_eq!(users["users"][0]["id"], "admin");
+    for file in ["writ.db", "log.key", "token.key", "master.key"] {
+        let path = env.path("data").join(file);
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if file != "writ.db" {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                meta.permissions().mode() & 0o077,
+                0,
+                "{file} is readable by others"
+            );
+        }
+    }
+    // A second start keeps the admin and prints no key.
+    drop(server);
+    let again = env.serve_with(&[]);
+    assert!(again.admin_key.is_none());
+    let (s, _) = again
+        .api()
+        .call("GET", "/v1/admin/users", &admin, None)
+        .await;
+    assert_eq!(s, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_end_to_end_on_sqlite() {
     scenario(None).await;

@@ -266,9 +266,16 @@ impl Env {
     /// Starts `writ serve` on a random port with the project's writ.toml, and waits for its
     /// banner.
     pub fn serve(&self) -> Server {
+        self.serve_with(&["--config", "writ.toml"])
+    }
+
+    /// Starts `writ serve --listen 127.0.0.1:0 ARGS` (no configuration file unless ARGS names
+    /// one), and waits for its banner.
+    pub fn serve_with(&self, args: &[&str]) -> Server {
         let mut child = self
             .writ()
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", "writ.toml"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("WRIT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
