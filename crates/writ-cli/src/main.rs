@@ -20,6 +20,7 @@ mod grants;
 mod identity;
 mod init;
 mod keys;
+mod mcp_stdio;
 mod ocsf;
 mod policy;
 mod remote;
@@ -96,6 +97,9 @@ enum Command {
     Actions(actions::ActionsArgs),
     /// List pending approvals and approve or deny them, on a running server.
     Approvals(approvals::ApprovalsArgs),
+    /// An MCP server on stdin/stdout that forwards to a Writ server, for MCP clients that only
+    /// launch stdio servers.
+    McpStdio(mcp_stdio::McpStdioArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => block_on(token::run(cmd, &cli.global)),
         Command::Actions(args) => block_on(actions::run(args, &cli.global)),
         Command::Approvals(args) => block_on(approvals::run(args, &cli.global)),
+        Command::McpStdio(args) => mcp_stdio::run(args),
     };
     match result {
         Ok(code) => code,

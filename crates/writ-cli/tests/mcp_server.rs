@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Config, Env, SECRET, Upstream};
+use common::{SECRET, Upstream, text_of, tool_names};
 use serde_json::{Value, json};
 
 /// The MCP client: one operation per run, its answer as JSON on stdout.
@@ -49,21 +49,6 @@ async def main():
 
 asyncio.run(main())
 "#;
-
-/// Why the Python MCP client cannot run here, if it cannot.
-fn python_mcp_missing() -> Option<String> {
-    match Command::new("python3")
-        .args(["-c", "import mcp.client.streamable_http, mcp"])
-        .output()
-    {
-        Err(e) => Some(format!("python3 cannot be started: {e}")),
-        Ok(out) if !out.status.success() => Some(format!(
-            "the Python `mcp` package is not installed (python3 -m pip install mcp): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Ok(_) => None,
-    }
-}
 
 struct Mcp {
     script: PathBuf,
@@ -100,49 +85,13 @@ impl Mcp {
     }
 }
 
-fn text_of(result: &Value) -> String {
-    result["content"]
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|b| b["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
-fn tool_names(list: &Value) -> Vec<String> {
-    list["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_clients_act_through_the_governed_pipeline() {
-    if let Some(why) = python_mcp_missing() {
-        if std::env::var_os("CI").is_some() {
-            panic!("under CI the MCP end-to-end test must run: {why}");
-        }
-        eprintln!("skipping the MCP end-to-end test: {why}");
+    if !common::python_mcp_available("mcp.client.streamable_http") {
         return;
     }
     let upstream = Upstream::start(None).await;
-    let env = Env::new(None);
-    env.init_with_secret(|policies| policies);
-    let policies = env.path("policies");
-    env.write_config(&Config {
-        upstream: &upstream.url,
-        policies: Some(&policies),
-        timeout_ms: 2000,
-        merge_timeout_ms: None,
-        credential: true,
-        extra: "[audit]\ncheckpoint_interval_secs = 0\n\n[limits]\nactions_per_agent_per_minute = 0\nmax_wait_secs = 2\n",
-    });
+    let env = common::mcp_env(&upstream);
     let script = env.path("mcp_client.py");
     std::fs::write(&script, CLIENT).unwrap();
 
@@ -155,43 +104,12 @@ async fn mcp_clients_act_through_the_governed_pipeline() {
     };
 
     // A user, a maintainer, an agent, a broad and a narrow grant, a delegated token.
-    let mut keys = std::collections::HashMap::new();
-    for (id, groups) in [("alice", vec!["eng"]), ("bob", vec!["maintainers"])] {
-        let (s, v) = api
-            .call(
-                "POST",
-                "/v1/admin/users",
-                &admin,
-                Some(json!({"id": id, "groups": groups})),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        keys.insert(id, v["api_key"].as_str().unwrap().to_owned());
-    }
-    let (s, v) = api
-        .call(
-            "POST",
-            "/v1/admin/agents",
-            &keys["alice"],
-            Some(json!({"id": "bot"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let agent_key = v["api_key"].as_str().unwrap().to_owned();
-    let mut grants = Vec::new();
-    for actions in [json!(["github.*"]), json!(["github.create_issue"])] {
-        let (s, v) = api
-            .call(
-                "POST",
-                "/v1/grants",
-                &keys["alice"],
-                Some(json!({"agent": "bot", "actions": actions, "expires_in": 3600})),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        grants.push(v["id"].as_str().unwrap().to_owned());
-    }
-    let token = api.token(&keys["alice"], &agent_key, &grants[0]).await;
+    let common::Delegation {
+        keys,
+        agent_key,
+        grants,
+        token,
+    } = api.delegation(&admin).await;
     let bearer = json!({"Authorization": format!("Bearer {token}")});
 
     // Tools follow the grant: the broad one covers both operations, the narrow one only issues.

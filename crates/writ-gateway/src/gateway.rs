@@ -52,6 +52,9 @@ pub struct Gateway {
     pub(crate) limiter: RateLimiter,
     /// Bumped on every change of an action's state, so that long-polls wake up.
     pub(crate) changes: watch::Sender<u64>,
+    /// Cancelled when the server stops: ends the MCP sessions, whose open streams would
+    /// otherwise keep a graceful shutdown waiting.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -72,6 +75,7 @@ impl Gateway {
             max_connector_timeout: parts.max_connector_timeout,
             metrics: Metrics::new(),
             changes,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 

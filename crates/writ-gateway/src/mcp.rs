@@ -41,6 +41,13 @@ use crate::api::{Who, authenticate, caller};
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ActionRequest, ApiError, Caller};
 
+/// What an MCP client is told at initialization (also by `writ mcp-stdio`).
+pub const INSTRUCTIONS: &str = "Each tool is an action on a real system, governed by Writ: your \
+    grant and the organisation's policies decide whether it runs, some actions wait for a \
+    person's approval, and every call is recorded. Put why you act in _meta.intent and \
+    _meta.rationale. When a call is denied, the text says which policy and why: change the \
+    request or ask a person; do not retry it unchanged. When a call is pending approval, call \
+    writ.action_status with its action_id later.";
 /// The tool that answers for an action submitted earlier.
 const STATUS_TOOL: &str = "writ.action_status";
 /// The header that names the grant when the bearer is an agent API key.
@@ -54,7 +61,8 @@ const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(20);
 pub fn router(gw: Arc<Gateway>) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(&gw.public_url))
-        .with_max_request_body_bytes(gw.limits.max_body_bytes);
+        .with_max_request_body_bytes(gw.limits.max_body_bytes)
+        .with_cancellation_token(gw.shutdown.child_token());
     let server = WritMcp { gw: gw.clone() };
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
@@ -198,14 +206,7 @@ impl ServerHandler for WritMcp {
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Each tool is an action on a real system, governed by Writ: your grant and the \
-                 organisation's policies decide whether it runs, some actions wait for a person's \
-                 approval, and every call is recorded. Put why you act in _meta.intent and \
-                 _meta.rationale. When a call is denied, the text says which policy and why: \
-                 change the request or ask a person; do not retry it unchanged. When a call is \
-                 pending approval, call writ.action_status with its action_id later.",
-            )
+            .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(

@@ -448,3 +448,127 @@ impl Api {
             .unwrap()
     }
 }
+
+/// Whether the tests that drive Writ with the official Python MCP client (`pip install mcp`)
+/// can run; `modules` are the client modules they import. When they cannot, the reason is
+/// printed and the test should return, except under CI (env `CI` set), where it fails.
+pub fn python_mcp_available(modules: &str) -> bool {
+    let why = match Command::new("python3")
+        .args(["-c", &format!("import mcp, {modules}")])
+        .output()
+    {
+        Err(e) => format!("python3 cannot be started: {e}"),
+        Ok(out) if !out.status.success() => format!(
+            "the Python `mcp` package is not installed (python3 -m pip install mcp): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Ok(_) => return true,
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("under CI the MCP end-to-end tests must run: {why}");
+    }
+    eprintln!("skipping an MCP end-to-end test: {why}");
+    false
+}
+
+/// The project of the MCP tests: the example bundle (with [`SECRET`] in the vault), a `github`
+/// connector for `upstream`, no rate limit, approval waits of at most 2 s.
+pub fn mcp_env(upstream: &Upstream) -> Env {
+    let env = Env::new(None);
+    env.init_with_secret(|policies| policies);
+    let policies = env.path("policies");
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: Some(&policies),
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: true,
+        extra: "[audit]\ncheckpoint_interval_secs = 0\n\n[limits]\nactions_per_agent_per_minute = 0\nmax_wait_secs = 2\n",
+    });
+    env
+}
+
+/// Who acts in the MCP tests: users alice (eng) and bob (maintainers), alice's agent `bot` with
+/// a broad grant (`github.*`) and a narrow one (`github.create_issue`), and a delegated token for
+/// the broad grant.
+pub struct Delegation {
+    /// The API key of each user.
+    pub keys: std::collections::HashMap<&'static str, String>,
+    pub agent_key: String,
+    /// The broad grant, then the narrow one.
+    pub grants: Vec<String>,
+    pub token: String,
+}
+
+impl Api {
+    /// Creates the users, the agent, its grants and a delegated token of [`Delegation`].
+    pub async fn delegation(&self, admin: &str) -> Delegation {
+        let mut keys = std::collections::HashMap::new();
+        for (id, groups) in [("alice", vec!["eng"]), ("bob", vec!["maintainers"])] {
+            let (s, v) = self
+                .call(
+                    "POST",
+                    "/v1/admin/users",
+                    admin,
+                    Some(json!({"id": id, "groups": groups})),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+            keys.insert(id, v["api_key"].as_str().unwrap().to_owned());
+        }
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/admin/agents",
+                &keys["alice"],
+                Some(json!({"id": "bot"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let agent_key = v["api_key"].as_str().unwrap().to_owned();
+        let mut grants = Vec::new();
+        for actions in [json!(["github.*"]), json!(["github.create_issue"])] {
+            let (s, v) = self
+                .call(
+                    "POST",
+                    "/v1/grants",
+                    &keys["alice"],
+                    Some(json!({"agent": "bot", "actions": actions, "expires_in": 3600})),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+            grants.push(v["id"].as_str().unwrap().to_owned());
+        }
+        let token = self.token(&keys["alice"], &agent_key, &grants[0]).await;
+        Delegation {
+            keys,
+            agent_key,
+            grants,
+            token,
+        }
+    }
+}
+
+/// The text blocks of an MCP tool result, joined by newlines.
+pub fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The tool names of an MCP `tools/list` answer (`{"tools": [...]}`).
+pub fn tool_names(list: &Value) -> Vec<String> {
+    list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
