@@ -204,6 +204,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         oidc,
         limits: config.limits.clone(),
         public_url: public_url.clone(),
+        allowed_origins: config.server.allowed_origins.clone(),
         max_connector_timeout: max_timeout,
     });
     // Actions a previous process left executing are settled before anything else runs.

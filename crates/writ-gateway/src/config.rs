@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The URL clients use, when it differs from `http://<listen>` (behind a proxy).
     pub public_url: Option<String>,
+    /// Browser origins (`https://app.example.com`) allowed to call `/mcp` besides the server's
+    /// own; any other `Origin` is refused (DNS-rebinding protection).
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -155,6 +158,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -331,6 +335,19 @@ impl Config {
                 "identity.token_ttl_secs must be between 1 and 86400",
             ));
         }
+        for o in &self.server.allowed_origins {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#', '@', ' '])) {
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "server.allowed_origins: {o:?} is not an origin; write it as https://host or https://host:port"
+                    ),
+                ));
+            }
+        }
         for (name, connector) in &self.connectors {
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -395,6 +412,29 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.storage.data_dir, PathBuf::from("./writ-data"));
+    }
+
+    #[test]
+    fn allowed_origins_must_be_origins() {
+        let ok = Config::from_toml(
+            "[server]\nallowed_origins = [\"https://agents.example.com\", \"http://localhost:3000\"]",
+            "t",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(ok.server.allowed_origins.len(), 2);
+        for bad in [
+            "https://a.example/path",
+            "a.example",
+            "https://",
+            "ftp://a.example",
+        ] {
+            let text = format!("[server]\nallowed_origins = [{bad:?}]");
+            let err = Config::from_toml(&text, "t", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not an origin"), "{bad}: {err}");
+        }
     }
 
     #[test]

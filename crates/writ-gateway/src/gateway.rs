@@ -30,6 +30,8 @@ pub struct GatewayParts {
     pub limits: LimitsConfig,
     /// The URL clients reach Writ at (for the token endpoint and links).
     pub public_url: String,
+    /// Browser origins allowed at `/mcp` besides the server's own.
+    pub allowed_origins: Vec<String>,
     /// The longest any connector call may take: an action executing for longer than this (plus
     /// a margin) cannot still be running and is marked *outcome unknown*.
     pub max_connector_timeout: Duration,
@@ -47,6 +49,7 @@ pub struct Gateway {
     pub oidc: Vec<OidcVerifier>,
     pub limits: LimitsConfig,
     pub public_url: String,
+    pub allowed_origins: Vec<String>,
     pub max_connector_timeout: Duration,
     pub metrics: Metrics,
     pub(crate) limiter: RateLimiter,
@@ -72,6 +75,7 @@ impl Gateway {
             oidc: parts.oidc,
             limits: parts.limits,
             public_url: parts.public_url.trim_end_matches('/').to_owned(),
+            allowed_origins: parts.allowed_origins,
             max_connector_timeout: parts.max_connector_timeout,
             metrics: Metrics::new(),
             changes,

@@ -121,11 +121,20 @@ fn allowed_hosts(public_url: &str) -> Vec<String> {
     hosts
 }
 
-/// A browser's `Origin` must be this server's own host; clients that send none are not browsers.
-fn origin_allowed(public_url: &str, origin: &HeaderValue) -> bool {
+/// A browser's `Origin` must be this server's own host or one of the configured
+/// `allowed_origins` (compared as `scheme://host[:port]`, case-insensitively); clients that send
+/// none are not browsers.
+fn origin_allowed(public_url: &str, allowed: &[String], origin: &HeaderValue) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
     match (url_host(origin), url_host(public_url)) {
         (Some(o), Some(own)) => o == own,
         _ => false,
@@ -135,7 +144,7 @@ fn origin_allowed(public_url: &str, origin: &HeaderValue) -> bool {
 /// Origin check, then authentication; the caller goes into the request for the MCP handler.
 async fn guard(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN)
-        && !origin_allowed(&gw.public_url, origin)
+        && !origin_allowed(&gw.public_url, &gw.allowed_origins, origin)
     {
         gw.metrics.refused("origin");
         return ApiError::forbidden(format!(
@@ -529,8 +538,27 @@ mod tests {
             ("null", false),
         ] {
             assert_eq!(
-                origin_allowed(own, &HeaderValue::from_static(origin)),
+                origin_allowed(own, &[], &HeaderValue::from_static(origin)),
                 allowed,
+                "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn configured_origins_are_allowed_exactly() {
+        let own = "https://writ.example";
+        let allowed = ["https://agents.example.com".to_owned()];
+        for (origin, ok) in [
+            ("https://agents.example.com", true),
+            ("HTTPS://AGENTS.EXAMPLE.COM", true),
+            ("http://agents.example.com", false),
+            ("https://agents.example.com:8443", false),
+            ("https://evil.example", false),
+        ] {
+            assert_eq!(
+                origin_allowed(own, &allowed, &HeaderValue::from_static(origin)),
+                ok,
                 "{origin}"
             );
         }
