@@ -30,8 +30,14 @@ async def run(req, session):
     if req["op"] == "list":
         tools = await session.list_tools()
         return {"tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools.tools]}
-    result = await session.call_tool(req["name"], req.get("arguments") or {}, meta=req.get("meta"))
-    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    progress = []
+    async def on_progress(value, total, message):
+        progress.append({"progress": value, "message": message})
+    result = await session.call_tool(req["name"], req.get("arguments") or {}, meta=req.get("meta"),
+                                     progress_callback=on_progress)
+    out = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    out["progress_notifications"] = progress
+    return out
 
 async def main():
     req = json.loads(sys.argv[1])
@@ -231,6 +237,19 @@ async fn mcp_clients_act_through_the_governed_pipeline() {
         .await;
     assert_ne!(r["isError"], true, "{r}");
     assert_eq!(r["structuredContent"]["status"], "pending_approval", "{r}");
+    // While it waited, the client that asked for progress heard why.
+    let notes = r["progress_notifications"].as_array().unwrap();
+    assert!(
+        !notes.is_empty(),
+        "no progress notification while waiting: {r}"
+    );
+    assert!(
+        notes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for approval apr_"),
+        "{r}"
+    );
     let approval = r["structuredContent"]["approval"]["id"]
         .as_str()
         .unwrap()

@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    Tool,
+    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ServerCapabilities, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -55,6 +55,8 @@ const GRANT_HEADER: &str = "writ-grant";
 /// The longest a tool call waits for an approval before answering "pending"; `[limits]
 /// max_wait_secs` lowers it.
 const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting tool call reports progress, when the client asked for it.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// `/mcp` (Streamable HTTP: POST, GET for the server's stream, DELETE to end a session) and the
 /// protected resource metadata that tells a client where to get a token.
@@ -309,18 +311,55 @@ impl ServerHandler for WritMcp {
         let mut approval = outcome.approval;
         if !action.state.is_final() {
             let wait = MAX_APPROVAL_WAIT.min(Duration::from_secs(self.gw.limits.max_wait_secs));
-            if let Some(a) = pipeline::wait_for(&self.gw, &action.id, wait)
-                .await
-                .map_err(internal)?
-            {
-                approval = self
-                    .gw
-                    .db
-                    .approval_for_action(&a.id)
+            // A client that sent a progress token hears, every second, that the call is still
+            // waiting for its approval and how many approvals it has.
+            let progress = ctx.meta.get_progress_token();
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut step = 0u32;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let slice = match progress {
+                    Some(_) => left.min(PROGRESS_EVERY),
+                    None => left,
+                };
+                match pipeline::wait_for(&self.gw, &action.id, slice)
                     .await
-                    .map_err(|e| internal(e.into()))?;
-                action = a;
+                    .map_err(internal)?
+                {
+                    Some(a) => action = a,
+                    None => break,
+                }
+                if action.state.is_final() || slice >= left {
+                    break;
+                }
+                if let (Some(token), Some(a)) = (&progress, &approval) {
+                    step += 1;
+                    let approvals = self
+                        .gw
+                        .db
+                        .decisions(&a.id)
+                        .await
+                        .map_err(|e| internal(e.into()))?
+                        .iter()
+                        .filter(|d| d.decision == writ_store::Decision::Approve)
+                        .count();
+                    let mut note = ProgressNotificationParam::new(token.clone(), f64::from(step));
+                    note.message = Some(format!(
+                        "waiting for approval {}: {approvals} of {} approvals from {}",
+                        a.id,
+                        a.quorum,
+                        a.approvers.join(", ")
+                    ));
+                    // A client that went away does not stop the wait; the answer will tell.
+                    let _ = ctx.peer.notify_progress(note).await;
+                }
             }
+            approval = self
+                .gw
+                .db
+                .approval_for_action(&action.id)
+                .await
+                .map_err(|e| internal(e.into()))?;
         }
         Ok(answer(&action, approval.as_ref()).into())
     }
