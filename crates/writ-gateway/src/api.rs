@@ -255,6 +255,7 @@ pub(crate) async fn caller(
                 grant: detail.grant_id.clone(),
                 auth: "delegated_token",
                 token_id: Some(claims.jti.clone()),
+                stored_grant: Some(grant),
             })
         }
         Who::Agent(agent) => {
@@ -281,6 +282,7 @@ pub(crate) async fn caller(
                 grant: grant_id,
                 auth: "agent_key",
                 token_id: None,
+                stored_grant: Some(grant),
             })
         }
         Who::User(u) => Err(ApiError::forbidden(format!(

@@ -107,6 +107,8 @@ pub struct Caller {
     pub auth: &'static str,
     /// The delegated token's id, when there is one.
     pub token_id: Option<String>,
+    /// The grant as authentication read it, so that the pipeline does not read it again.
+    pub stored_grant: Option<writ_store::identity::StoredGrant>,
 }
 
 /// What an agent asks for: `POST /v1/actions`.
@@ -264,11 +266,13 @@ pub async fn submit(
     let mut entries = vec![entry(&id, EntryKind::Requested, &agent_actor, requested)?];
 
     // The grant: live, this agent's, covering this action, its arguments and its budget.
-    let stored_grant = gw
-        .db
-        .grant(&caller.grant)
-        .await?
-        .ok_or_else(|| ApiError::forbidden(format!("grant {} does not exist", caller.grant)))?;
+    let stored_grant =
+        match &caller.stored_grant {
+            Some(g) => g.clone(),
+            None => gw.db.grant(&caller.grant).await?.ok_or_else(|| {
+                ApiError::forbidden(format!("grant {} does not exist", caller.grant))
+            })?,
+        };
     let grant = stored_grant.grant;
     let resource_name = (resource.entity_type != "Connector").then_some(resource.id.as_str());
     let attempt = ActionAttempt {
@@ -804,6 +808,7 @@ pub async fn decide(
     approval_id: &str,
     req: DecisionRequest,
 ) -> Result<Outcome, ApiError> {
+    let started = Instant::now();
     if req.comment.as_ref().is_some_and(|c| c.len() > MAX_TEXT) {
         return Err(ApiError::bad_request(format!(
             "the comment is limited to {MAX_TEXT} bytes"
@@ -908,6 +913,7 @@ pub async fn decide(
             .map_err(|e| ApiError::internal(e.to_string()))?,
         auth: "approval",
         token_id: None,
+        stored_grant: None,
     };
     let args = action
         .request
@@ -962,51 +968,38 @@ pub async fn decide(
 
     if req.decision == Decision::Deny {
         let result = json!({"verdict": action.result.as_ref().and_then(|r| r.get("verdict")), "approval": "denied", "denied_by": approver.as_str()});
-        let receipts = gw
-            .db
-            .commit(
-                vec![
-                    Change::InsertDecision(decision_row),
-                    Change::SetApprovalState {
-                        id: approval.id.clone(),
-                        from: vec![ApprovalState::Pending],
-                        to: ApprovalState::Denied,
-                        time: now,
-                    },
-                    Change::SetActionState {
-                        id: action_id.clone(),
-                        from: vec![ActionState::PendingApproval],
-                        to: ActionState::Rejected,
-                        result: Some(result),
-                        time: now,
-                    },
-                ],
-                vec![decided, responded(&action_id, 403, ActionState::Rejected)?],
-            )
-            .await
-            .map_err(decided_err)?;
-        gw.notify_change();
-        return finish(
+        return commit_then_finish(
             gw,
             &action_id,
-            receipts.iter().map(|r| r.seq).collect(),
-            false,
+            vec![
+                Change::InsertDecision(decision_row),
+                Change::SetApprovalState {
+                    id: approval.id.clone(),
+                    from: vec![ApprovalState::Pending],
+                    to: ApprovalState::Denied,
+                    time: now,
+                },
+                Change::SetActionState {
+                    id: action_id.clone(),
+                    from: vec![ActionState::PendingApproval],
+                    to: ActionState::Rejected,
+                    result: Some(result),
+                    time: now,
+                },
+            ],
+            vec![decided, responded(&action_id, 403, ActionState::Rejected)?],
+            decided_err,
         )
         .await;
     }
 
     if (approvals.len() as u64) < u64::from(approval.quorum) {
-        let receipts = gw
-            .db
-            .commit(vec![Change::InsertDecision(decision_row)], vec![decided])
-            .await
-            .map_err(decided_err)?;
-        gw.notify_change();
-        return finish(
+        return commit_then_finish(
             gw,
             &action_id,
-            receipts.iter().map(|r| r.seq).collect(),
-            false,
+            vec![Change::InsertDecision(decision_row)],
+            vec![decided],
+            decided_err,
         )
         .await;
     }
@@ -1097,27 +1090,19 @@ pub async fn decide(
     };
     if !verdict.is_allow() {
         // Approved, but policy (changed meanwhile, or a plain forbid) still says no.
-        let receipts = gw
-            .db
-            .commit(
-                approve_changes(
-                    ActionState::Denied,
-                    Some(json!({"verdict": verdict_json(&verdict)})),
-                ),
-                vec![
-                    decided,
-                    evaluated,
-                    responded(&action_id, 403, ActionState::Denied)?,
-                ],
-            )
-            .await
-            .map_err(decided_err)?;
-        gw.notify_change();
-        return finish(
+        return commit_then_finish(
             gw,
             &action_id,
-            receipts.iter().map(|r| r.seq).collect(),
-            false,
+            approve_changes(
+                ActionState::Denied,
+                Some(json!({"verdict": verdict_json(&verdict)})),
+            ),
+            vec![
+                decided,
+                evaluated,
+                responded(&action_id, 403, ActionState::Denied)?,
+            ],
+            decided_err,
         )
         .await;
     }
@@ -1136,27 +1121,19 @@ pub async fn decide(
     if let Err(denial) = writ_store::use_grant(gw.db.as_ref(), &caller.grant, &attempt, now).await?
     {
         let verdict = grant_verdict(&denial, &gw.policy.version().to_string());
-        let receipts = gw
-            .db
-            .commit(
-                approve_changes(
-                    ActionState::Denied,
-                    Some(json!({"verdict": verdict_json(&verdict)})),
-                ),
-                vec![
-                    decided,
-                    evaluated,
-                    responded(&action_id, 403, ActionState::Denied)?,
-                ],
-            )
-            .await
-            .map_err(decided_err)?;
-        gw.notify_change();
-        return finish(
+        return commit_then_finish(
             gw,
             &action_id,
-            receipts.iter().map(|r| r.seq).collect(),
-            false,
+            approve_changes(
+                ActionState::Denied,
+                Some(json!({"verdict": verdict_json(&verdict)})),
+            ),
+            vec![
+                decided,
+                evaluated,
+                responded(&action_id, 403, ActionState::Denied)?,
+            ],
+            decided_err,
         )
         .await;
     }
@@ -1195,9 +1172,23 @@ pub async fn decide(
         } else {
             "error"
         },
-        Duration::ZERO,
+        started.elapsed(),
     );
     Ok(outcome)
+}
+
+/// Commits `changes` with `entries`, wakes the long-polls, and answers with the action as it now
+/// is (refusals of the store mapped by `refused`).
+async fn commit_then_finish(
+    gw: &Arc<Gateway>,
+    id: &ActionId,
+    changes: Vec<Change>,
+    entries: Vec<NewEntry>,
+    refused: impl Fn(StoreError) -> ApiError,
+) -> Result<Outcome, ApiError> {
+    let receipts = gw.db.commit(changes, entries).await.map_err(refused)?;
+    gw.notify_change();
+    finish(gw, id, receipts.iter().map(|r| r.seq).collect(), false).await
 }
 
 /// Whether a user (with these groups) is one of `approvers` (`user:ID`, a bare id, `group:NAME`).

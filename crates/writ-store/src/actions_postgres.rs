@@ -242,6 +242,26 @@ fn raw_approval(r: &PgRow) -> Result<ApprovalRow, StoreError> {
     .decode()
 }
 
+impl PgStore {
+    /// The approval whose `column` (a fixed column name, never input) equals `value`.
+    async fn approval_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {column} = $1"
+        )))
+        .bind(value)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db("read approval"))?
+        .as_ref()
+        .map(raw_approval)
+        .transpose()
+    }
+}
+
 #[async_trait]
 impl ActionStore for PgStore {
     async fn commit(
@@ -307,29 +327,11 @@ impl ActionStore for PgStore {
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read approval"))?
-        .as_ref()
-        .map(raw_approval)
-        .transpose()
+        self.approval_where("id", id).await
     }
 
     async fn approval_for_action(&self, id: &ActionId) -> Result<Option<ApprovalRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE action_id = $1"
-        )))
-        .bind(id.as_str())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read approval"))?
-        .as_ref()
-        .map(raw_approval)
-        .transpose()
+        self.approval_where("action_id", id.as_str()).await
     }
 
     async fn approvals(
