@@ -132,9 +132,10 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `WRIT_LOG`. The server logs JSON lines (info and above by
-/// default); the other commands log plain warnings.
+/// default; the MCP SDK's own chatter, which includes whole server descriptions, only from warnings
+/// up); the other commands log plain warnings.
 fn init_tracing(server: bool) {
-    let default = if server { "info" } else { "warn" };
+    let default = if server { "info,rmcp=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

@@ -92,7 +92,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             None => anyhow::bail!("vault.master_key must be generate, env or file:<path>"),
         },
     };
-    let master_key = MasterKey::load(&master_source).context("loading the vault master key")?;
+    let master_key =
+        Arc::new(MasterKey::load(&master_source).context("loading the vault master key")?);
 
     // Policy: the configured bundle (watched), or the example bundle built into the binary.
     let (policy, policy_source) = match &config.policy.dir {
@@ -145,6 +146,21 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 connectors.insert(
                     name.clone(),
                     Arc::new(writ_connectors::HttpConnector::new(name, http.clone())?),
+                );
+            }
+            ConnectorConfig::Mcp(mcp) => {
+                max_timeout = max_timeout.max(Duration::from_millis(mcp.timeout_ms));
+                let source = Arc::new(writ_gateway::pipeline::VaultCredentials {
+                    db: db.clone(),
+                    master_key: master_key.clone(),
+                });
+                connectors.insert(
+                    name.clone(),
+                    Arc::new(writ_connectors::mcp::McpConnector::start(
+                        name,
+                        mcp.clone(),
+                        source,
+                    )?),
                 );
             }
         }

@@ -355,7 +355,7 @@ impl HttpConnector {
 }
 
 /// Replaces every occurrence of `needle` in `haystack` with `[redacted]`; true if any was found.
-fn scrub(haystack: &mut Vec<u8>, needle: &[u8]) -> bool {
+pub(crate) fn scrub(haystack: &mut Vec<u8>, needle: &[u8]) -> bool {
     if needle.len() < 4 || haystack.len() < needle.len() {
         return false;
     }
@@ -392,6 +392,7 @@ impl Connector for HttpConnector {
                 description: op.config.description.clone(),
                 args_schema: op.config.args_schema.clone(),
                 credential: op.config.credential.as_ref().map(|c| c.name.clone()),
+                hints: None,
             })
             .collect()
     }
@@ -508,6 +509,7 @@ impl Connector for HttpConnector {
             body,
             redacted,
             elapsed,
+            credential: None,
         })
     }
 }

@@ -6,10 +6,12 @@
 //! a log line or an error. This crate is not the pipeline: it does not authenticate, evaluate
 //! policy or write the audit log; the gateway calls it only after all of that has allowed the call.
 //!
-//! [`HttpConnector`] is the first connector: operations declared in configuration (method, URL
-//! template, argument schema, credential injection, response limit and redaction).
+//! [`HttpConnector`]: operations declared in configuration (method, URL template, argument
+//! schema, credential injection, response limit and redaction). [`mcp::McpConnector`]: the tools
+//! of an upstream MCP server (a stdio command or a Streamable HTTP URL) as operations.
 
 mod http;
+pub mod mcp;
 mod template;
 
 use std::time::Duration;
@@ -35,6 +37,30 @@ pub struct OperationInfo {
     pub args_schema: Value,
     /// The vault credential the operation runs with, by name, if any.
     pub credential: Option<String>,
+    /// What the operation says of itself (an MCP tool's annotations), for policy.
+    pub hints: Option<ToolHints>,
+}
+
+/// An MCP tool's behaviour hints, with the specification's defaults where the server says
+/// nothing: not read-only, destructive, not idempotent, open world. They are the upstream
+/// server's claims, not facts Writ verified; policy decides how far to trust them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ToolHints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+impl Default for ToolHints {
+    fn default() -> Self {
+        ToolHints {
+            read_only: false,
+            destructive: true,
+            idempotent: false,
+            open_world: true,
+        }
+    }
 }
 
 /// The policy resource an action touches, such as `Repo::"acme/api"`.
@@ -67,6 +93,9 @@ pub struct Outcome {
     pub redacted: Vec<String>,
     /// How long the upstream took.
     pub elapsed: Duration,
+    /// The credentials (`name@version`) the connection to the upstream was made with, for a
+    /// connector that authenticates once per connection rather than per call.
+    pub credential: Option<String>,
 }
 
 /// Why a call was refused or failed. Messages never contain credentials or response bodies.
@@ -108,4 +137,20 @@ pub trait Connector: Send + Sync {
 
     /// Performs the call. Only the pipeline calls this, and only for an allowed action.
     async fn execute(&self, call: Call<'_>) -> Result<Outcome, ConnectorError>;
+
+    /// What the operation says of itself (an MCP tool's annotations), for the policy context.
+    fn hints(&self, _operation: &str) -> Option<ToolHints> {
+        None
+    }
+
+    /// Bumped whenever the set of operations changes (an upstream MCP server's tools changed);
+    /// `None` for a connector whose operations are fixed by configuration.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// The connector's health, for `/readyz` and operators: `{"state": "ready"}` or why not.
+    fn status(&self) -> Value {
+        serde_json::json!({"state": "ready"})
+    }
 }

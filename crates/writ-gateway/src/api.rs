@@ -792,6 +792,7 @@ async fn create_grant(
         json!({"event": "grant.created", "grant": grant}),
     )
     .await?;
+    gw.notify_tools_changed();
     ok(
         201,
         grant_json(&writ_store::identity::StoredGrant {
@@ -839,6 +840,7 @@ async fn revoke_grant(
         json!({"event": "grant.revoked", "grant": id.as_str()}),
     )
     .await?;
+    gw.notify_tools_changed();
     ok(200, json!({"grant": id.as_str(), "revoked": revoked}))
 }
 
@@ -1164,6 +1166,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "status": if ready { "ready" } else { "not_ready" },
         "store": if store.is_ok() { "ok" } else { "unreachable" },
         "policy": version,
+        // An upstream that is down fails only its own calls; Writ itself stays ready.
+        "connectors": gw.connector_status(),
     });
     let status = if ready {
         StatusCode::OK

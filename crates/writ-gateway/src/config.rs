@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use writ_connectors::HttpConnectorConfig;
+use writ_connectors::mcp::McpConnectorConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,8 @@ pub struct LimitsConfig {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConnectorConfig {
     Http(HttpConnectorConfig),
+    /// An upstream MCP server whose tools become operations.
+    Mcp(McpConnectorConfig),
 }
 
 impl PartialEq for ConnectorConfig {
@@ -149,6 +152,8 @@ impl PartialEq for ConnectorConfig {
             (ConnectorConfig::Http(a), ConnectorConfig::Http(b)) => {
                 a.base_url == b.base_url && a.operations.keys().eq(b.operations.keys())
             }
+            (ConnectorConfig::Mcp(a), ConnectorConfig::Mcp(b)) => a == b,
+            _ => false,
         }
     }
 }
@@ -360,6 +365,10 @@ impl Config {
             match connector {
                 ConnectorConfig::Http(http) => {
                     writ_connectors::HttpConnector::new(name, http.clone())
+                        .map_err(|e| invalid(origin, e.to_string()))?;
+                }
+                ConnectorConfig::Mcp(mcp) => {
+                    writ_connectors::mcp::McpConnector::check(name, mcp)
                         .map_err(|e| invalid(origin, e.to_string()))?;
                 }
             }

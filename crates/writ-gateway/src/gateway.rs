@@ -23,7 +23,7 @@ pub struct GatewayParts {
     pub db: Arc<dyn Database>,
     pub policy: Arc<PolicyEngine>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
-    pub master_key: MasterKey,
+    pub master_key: Arc<MasterKey>,
     pub issuer: TokenIssuer,
     pub checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
@@ -42,7 +42,7 @@ pub struct Gateway {
     pub db: Arc<dyn Database>,
     pub policy: Arc<PolicyEngine>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
-    pub(crate) master_key: MasterKey,
+    pub(crate) master_key: Arc<MasterKey>,
     pub issuer: TokenIssuer,
     pub(crate) tokens: CachingVerifier,
     pub(crate) checkpoint_signer: NoteSigner,
@@ -55,6 +55,9 @@ pub struct Gateway {
     pub(crate) limiter: RateLimiter,
     /// Bumped on every change of an action's state, so that long-polls wake up.
     pub(crate) changes: watch::Sender<u64>,
+    /// Bumped when the tools an MCP client may see can have changed: an upstream's tools, the
+    /// policy bundle, a grant. Each MCP session then sends `notifications/tools/list_changed`.
+    pub(crate) tools: watch::Sender<u64>,
     /// Cancelled when the server stops: ends the MCP sessions, whose open streams would
     /// otherwise keep a graceful shutdown waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -79,6 +82,7 @@ impl Gateway {
             max_connector_timeout: parts.max_connector_timeout,
             metrics: Metrics::new(),
             changes,
+            tools: watch::channel(0).0,
             shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
@@ -90,6 +94,19 @@ impl Gateway {
 
     pub(crate) fn notify_change(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The tools an MCP client may see can have changed.
+    pub(crate) fn notify_tools_changed(&self) {
+        self.tools.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Every connector's health (`{"state": "ready"}`, or why an upstream is down).
+    pub fn connector_status(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.connectors
+            .iter()
+            .map(|(name, c)| (name.clone(), c.status()))
+            .collect()
     }
 
     /// Signs and stores a checkpoint of the current tree head (none for an empty log, or when
@@ -127,12 +144,33 @@ impl Gateway {
     /// Starts the background work: approval expiry and recovery every second, checkpoints every
     /// `checkpoint_every`, gauges. Runs until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>, checkpoint_every: Duration) {
+        // An upstream's tools changed: tell the MCP sessions.
+        for connector in self.connectors.values() {
+            if let Some(mut rx) = connector.changes() {
+                let gw = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        match gw.upgrade() {
+                            Some(gw) => gw.notify_tools_changed(),
+                            None => return,
+                        }
+                    }
+                });
+            }
+        }
         let gw = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut bundle = gw.policy.version();
             loop {
                 tick.tick().await;
+                // A new policy bundle (reloaded by the watcher or the API) can change the tools.
+                let now = gw.policy.version();
+                if now != bundle {
+                    bundle = now;
+                    gw.notify_tools_changed();
+                }
                 if let Err(e) = crate::pipeline::expire_approvals(&gw).await {
                     tracing::error!(error = %e.message, "expiring approvals failed");
                 }

@@ -27,9 +27,9 @@ use axum::routing::{get, post_service};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, Tool,
+    ProgressNotificationParam, ServerCapabilities, Tool, ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -215,9 +215,35 @@ fn internal(e: ApiError) -> ErrorData {
 
 impl ServerHandler for WritMcp {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    /// From now on, the session hears `notifications/tools/list_changed` whenever an upstream's
+    /// tools, the policy bundle or a grant changed (bursts within 100 ms are sent once).
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let peer = context.peer;
+        let mut changed = self.gw.tools.subscribe();
+        let stop = self.gw.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = changed.changed() => if r.is_err() { return },
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                changed.borrow_and_update();
+                if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     async fn list_tools(
@@ -247,7 +273,17 @@ impl ServerHandler for WritMcp {
                     Value::Object(o) => o,
                     _ => object_schema(json!({"type": "object"})),
                 };
-                tools.push(Tool::new(tool_name, op.description, schema));
+                let mut tool = Tool::new(tool_name, op.description, schema);
+                if let Some(h) = op.hints {
+                    tool = tool.with_annotations(
+                        ToolAnnotations::new()
+                            .read_only(h.read_only)
+                            .destructive(h.destructive)
+                            .idempotent(h.idempotent)
+                            .open_world(h.open_world),
+                    );
+                }
+                tools.push(tool);
             }
         }
         tools.push(Tool::new(

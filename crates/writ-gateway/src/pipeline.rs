@@ -24,13 +24,14 @@ use sha2::Digest;
 use writ_core::{ActionId, EntryKind, NewEntry, Timestamp};
 use writ_identity::{ActionAttempt, AgentId, GrantDenial, GrantId, UserId};
 use writ_policy::{
-    ApprovalFacts, PolicyRequest, Principal, RequestContext, RequestTime, Resource, Verdict,
+    ApprovalFacts, PolicyRequest, Principal, RequestContext, RequestTime, Resource, ToolFacts,
+    Verdict,
 };
 use writ_store::{
-    ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, Change, Decision,
+    ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, Change, Database, Decision,
     DecisionRow, StoreError,
 };
-use writ_vault::{CredentialName, CredentialScope, Secret, VersionState};
+use writ_vault::{CredentialName, CredentialScope, MasterKey, Secret, VersionState};
 
 use crate::gateway::Gateway;
 
@@ -312,6 +313,7 @@ pub async fn submit(
                     intent: req.intent.clone(),
                     time: RequestTime::now_utc(),
                     approval: ApprovalFacts::default(),
+                    tool: tool_facts(&**connector, &req.operation),
                 },
             };
             // A candidate bundle in shadow mode is evaluated beside the live one; only the live
@@ -631,6 +633,16 @@ async fn finish(
     })
 }
 
+/// An MCP tool's annotations for the policy context, as the connector knows them now.
+fn tool_facts(connector: &dyn writ_connectors::Connector, operation: &str) -> Option<ToolFacts> {
+    connector.hints(operation).map(|h| ToolFacts {
+        read_only: h.read_only,
+        destructive: h.destructive,
+        idempotent: h.idempotent,
+        open_world: h.open_world,
+    })
+}
+
 /// Runs the connector for an action already recorded as executing, and records the outcome.
 /// Returns the sequence numbers of the entries it appended.
 async fn execute(
@@ -666,7 +678,10 @@ async fn execute(
             })
             .await
             .map_err(|e| e.to_string())?;
-        Ok((outcome, credential.map(|(_, r)| r)))
+        let reference = credential
+            .map(|(_, r)| r)
+            .or_else(|| outcome.credential.clone());
+        Ok((outcome, reference))
     }
     .await;
     gw.metrics
@@ -753,12 +768,23 @@ async fn load_credential(
     name: &str,
     user: &UserId,
 ) -> Result<(Secret, String), String> {
+    open_credential(gw.db.as_ref(), &gw.master_key, name, Some(user)).await
+}
+
+/// The current version of credential `name` (the user's own first, when a user is given, else
+/// the shared one), opened. Errors say what is missing and never carry secret bytes.
+pub async fn open_credential(
+    db: &dyn Database,
+    master_key: &MasterKey,
+    name: &str,
+    user: Option<&UserId>,
+) -> Result<(Secret, String), String> {
     let name = CredentialName::new(name).map_err(|e| e.to_string())?;
-    let versions = gw.db.credential_versions(Some(&name)).await.map_err(|e| {
+    let versions = db.credential_versions(Some(&name)).await.map_err(|e| {
         tracing::error!(error = %e, "store error while reading a credential");
         "the vault is unavailable".to_owned()
     })?;
-    let user_scope = CredentialScope::user(user.as_str()).ok();
+    let user_scope = user.and_then(|u| CredentialScope::user(u.as_str()).ok());
     let current = |scope: &CredentialScope| {
         versions
             .iter()
@@ -773,13 +799,12 @@ async fn load_credential(
                 "credential {name} has no current version; store it with `writ vault put {name}`"
             )
         })?;
-    let sealed = gw
-        .db
+    let sealed = db
         .sealed_credential(&chosen.reference)
         .await
         .map_err(|_| "the vault is unavailable".to_owned())?
         .ok_or_else(|| format!("credential {} is not readable", chosen.reference))?;
-    let secret = writ_vault::open(&gw.master_key, &sealed).map_err(|e| {
+    let secret = writ_vault::open(master_key, &sealed).map_err(|e| {
         tracing::error!(error = %e, credential = %chosen.reference, "cannot open a credential");
         format!(
             "credential {} cannot be opened with this master key",
@@ -787,6 +812,20 @@ async fn load_credential(
         )
     })?;
     Ok((secret, chosen.reference.to_string()))
+}
+
+/// The vault as the credential source of connectors that authenticate per connection (MCP
+/// upstreams): shared credentials only, since a connection serves every user.
+pub struct VaultCredentials {
+    pub db: Arc<dyn Database>,
+    pub master_key: Arc<MasterKey>,
+}
+
+#[async_trait::async_trait]
+impl writ_connectors::mcp::CredentialSource for VaultCredentials {
+    async fn shared(&self, name: &str) -> Result<(Secret, String), String> {
+        open_credential(self.db.as_ref(), &self.master_key, name, None).await
+    }
 }
 
 /// What an approver sends: `POST /v1/approvals/{id}/decision`.
@@ -1050,6 +1089,7 @@ pub async fn decide(
                             granted: true,
                             approvers: approvals.clone(),
                         },
+                        tool: tool_facts(&**connector, &action.operation),
                     },
                 }),
             }

@@ -31,6 +31,7 @@ pub use engine::{BundleWatcher, PolicyEngine, ReloadOutcome, ShadowResult};
 pub use error::{BundleError, CaseError, RequestError, SourceError, WatchError};
 pub use request::{
     ApprovalFacts, EntityRef, PolicyRequest, Principal, RequestContext, RequestTime, Resource,
+    ToolFacts,
 };
 pub use slice::{Authorization, SliceStats, SlicedPolicySet};
 pub use verdict::{ApprovalRequirement, DEFAULT_EXPIRY, Explanation, Gate, Verdict, VerdictKind};

@@ -100,6 +100,21 @@ pub struct RequestContext {
     /// Present on the evaluation after approvers decided.
     #[serde(default)]
     pub approval: ApprovalFacts,
+    /// What the tool says of itself, for the tools of an upstream MCP server: absent for other
+    /// connectors. The schema declares it for the actions that get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolFacts>,
+}
+
+/// An MCP tool's annotations as policy sees them (`context.tool.destructive`), with the MCP
+/// specification's defaults for what the server left out. They are the upstream's claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolFacts {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
 }
 
 fn empty_object() -> Value {
@@ -409,7 +424,7 @@ impl EntityModel {
     }
 
     fn context_json(&self, c: &RequestContext) -> Value {
-        let mut m = Map::with_capacity(5);
+        let mut m = Map::with_capacity(6);
         m.insert("args".into(), c.args.clone());
         if let Some(grant) = &c.grant {
             m.insert("grant".into(), grant.clone());
@@ -420,6 +435,17 @@ impl EntityModel {
             "approval".into(),
             json!({"granted": c.approval.granted, "approvers": c.approval.approvers}),
         );
+        if let Some(t) = &c.tool {
+            m.insert(
+                "tool".into(),
+                json!({
+                    "read_only": t.read_only,
+                    "destructive": t.destructive,
+                    "idempotent": t.idempotent,
+                    "open_world": t.open_world,
+                }),
+            );
+        }
         Value::Object(m)
     }
 }
