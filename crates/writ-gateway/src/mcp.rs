@@ -473,6 +473,14 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The result of an upstream MCP tool, when `body` is one (its `content` blocks are valid).
+fn upstream_tool_result(body: &Value) -> Option<CallToolResult> {
+    if !body.get("content").is_some_and(Value::is_array) {
+        return None;
+    }
+    serde_json::from_value(body.clone()).ok()
+}
+
 /// What the model is told about an action, by its state.
 fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult {
     let result = action.result.clone().unwrap_or(Value::Null);
@@ -486,6 +494,17 @@ fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult 
                 .and_then(|o| o.get("body"))
                 .cloned()
                 .unwrap_or(Value::Null);
+            // An upstream MCP tool's own content blocks go back as they came (text, images,
+            // resource links); any other connector's answer as JSON text.
+            if let Some(upstream) = upstream_tool_result(&body) {
+                let mut r = CallToolResult::success(upstream.content);
+                r.structured_content = Some(json!({
+                    "action_id": id,
+                    "status": status,
+                    "result": upstream.structured_content,
+                }));
+                return r;
+            }
             let mut r = CallToolResult::success(vec![ContentBlock::text(body.to_string())]);
             r.structured_content = Some(json!({"action_id": id, "status": status, "result": body}));
             r
@@ -568,6 +587,20 @@ fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult 
                 ),
                 (None, None) => "the action failed".to_owned(),
             };
+            let upstream = result
+                .get("outcome")
+                .and_then(|o| o.get("body"))
+                .and_then(upstream_tool_result);
+            if let Some(upstream) = upstream.filter(|_| action.state == ActionState::Failed) {
+                // The upstream tool reported an error (`isError`): its own words, for the model.
+                let mut r = CallToolResult::error(upstream.content);
+                r.structured_content = Some(json!({
+                    "action_id": id,
+                    "status": status,
+                    "result": upstream.structured_content,
+                }));
+                return r;
+            }
             let text = if action.state == ActionState::OutcomeUnknown {
                 format!(
                     "Action {id}: whether it took effect is unknown ({error}). Check the system before trying again."

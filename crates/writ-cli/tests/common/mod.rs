@@ -272,10 +272,16 @@ impl Env {
     /// Starts `writ serve --listen 127.0.0.1:0 ARGS` (no configuration file unless ARGS names
     /// one), and waits for its banner.
     pub fn serve_with(&self, args: &[&str]) -> Server {
+        self.serve_with_env(args, &[])
+    }
+
+    /// [`Env::serve_with`], with more environment variables for the server process.
+    pub fn serve_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut child = self
             .writ()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(vars.iter().copied())
             .env("WRIT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -469,6 +475,26 @@ pub fn python_mcp_available(modules: &str) -> bool {
     }
     eprintln!("skipping an MCP end-to-end test: {why}");
     false
+}
+
+/// The reference MCP server `@modelcontextprotocol/server-everything` (from npm), for the tests
+/// of the MCP upstream connector: the path in `WRIT_TEST_MCP_EVERYTHING` (`.ci/run` installs it
+/// and sets it). Without it the test is skipped with a reason, except under CI, where it fails.
+pub fn mcp_everything() -> Option<PathBuf> {
+    match std::env::var_os("WRIT_TEST_MCP_EVERYTHING") {
+        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        other => {
+            let why = match other {
+                Some(p) => format!("WRIT_TEST_MCP_EVERYTHING={} does not exist", Path::new(&p).display()),
+                None => "WRIT_TEST_MCP_EVERYTHING is not set (npm install @modelcontextprotocol/server-everything, then point it at node_modules/.bin/mcp-server-everything)".to_owned(),
+            };
+            if std::env::var_os("CI").is_some() {
+                panic!("under CI the MCP upstream tests must run: {why}");
+            }
+            eprintln!("skipping an MCP upstream test: {why}");
+            None
+        }
+    }
 }
 
 /// The project of the MCP tests: the example bundle (with [`SECRET`] in the vault), a `github`

@@ -167,6 +167,8 @@ struct Connection {
     references: Option<String>,
     secrets: Arc<Vec<Secret>>,
     since: Instant,
+    /// Cancelled when a call finds the transport broken: the supervisor reconnects.
+    broken: CancellationToken,
 }
 
 struct UpstreamTool {
@@ -394,9 +396,12 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                 let since = Instant::now();
                 tracing::info!(upstream = %shared.name, tools = shared.read().tools.len(), "connected to the upstream MCP server");
                 let cancel = service.cancellation_token();
+                // Ends when the server closes the connection, when a call found the transport
+                // broken (an HTTP server that went away), or when Writ stops.
                 let ended = tokio::select! {
                     _ = stop.cancelled() => None,
-                    r = service.waiting() => Some(r),
+                    _ = session_stop.cancelled() => Some(()),
+                    _ = service.waiting() => Some(()),
                 };
                 session_stop.cancel();
                 if ended.is_none() {
@@ -410,9 +415,11 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                 let last = shared.read().stderr.back().cloned();
                 match last {
                     Some(line) => {
-                        format!("the upstream closed the connection (its last words: {line})")
+                        format!(
+                            "the connection to the upstream ended (its last stderr line: {line})"
+                        )
                     }
-                    None => "the upstream closed the connection".to_owned(),
+                    None => "the connection to the upstream ended".to_owned(),
                 }
             }
             Err(why) => why,
@@ -618,6 +625,7 @@ async fn connect(
             references: (!references.is_empty()).then(|| references.join(", ")),
             secrets,
             since: Instant::now(),
+            broken: session_stop.clone(),
         });
         state.down = None;
         state.connects += 1;
@@ -745,6 +753,7 @@ impl Connector for McpConnector {
                 });
             }
             Ok(Err(e)) => {
+                connection.broken.cancel();
                 return Err(ConnectorError::Transport(format!(
                     "upstream MCP server {}: {}",
                     shared.name,

@@ -1,0 +1,512 @@
+//! The MCP upstream connector, end to end: the real `writ serve` binary with the reference MCP
+//! server `@modelcontextprotocol/server-everything` (from npm) as its upstream `everything`, once
+//! over stdio (SQLite) and once over Streamable HTTP (PostgreSQL when `WRIT_TEST_POSTGRES_URL` is
+//! set, else SQLite).
+//!
+//! Its tools are actions `everything.<tool>` under the example bundle: a read-only tool runs; a
+//! tool that is not read-only waits for a maintainer (from its annotations, in the policy
+//! context); a tool the schema does not declare is denied; bad arguments are refused by the tool's
+//! own input schema. The vault credential reaches the upstream (its environment, or a header) and
+//! never the agent or the log; Writ's own environment never reaches a stdio server. A hung call
+//! times out; a killed server is restarted; the official Python MCP client sees the upstream's
+//! tools through Writ's `/mcp` with their annotations and hears `tools/list_changed` when a grant
+//! changes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Api, Env, Server};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "mcp_upstream_secret_5f1e2d3c4b";
+const CANARY: &str = "writ-own-environment-canary-77";
+
+/// The project: the example bundle, `everything-token` in the vault, the upstream declared by
+/// `connector` (a TOML table body).
+fn project(database_url: Option<String>, connector: &str) -> Env {
+    let env = Env::new(database_url);
+    env.run(&["init", "."]);
+    std::fs::write(env.path("token.txt"), TOKEN).unwrap();
+    env.run(&[
+        "vault",
+        "put",
+        "everything-token",
+        "--from-file",
+        "token.txt",
+    ]);
+    let config = format!(
+        "[policy]\ndir = \"{}\"\n\n[audit]\ncheckpoint_interval_secs = 0\n\n[limits]\nactions_per_agent_per_minute = 0\nmax_wait_secs = 2\n\n[connectors.everything]\nkind = \"mcp\"\n{connector}",
+        env.path("policies").display()
+    );
+    std::fs::write(env.path("writ.toml"), config).unwrap();
+    env
+}
+
+/// `/readyz`'s view of the upstream.
+async fn upstream_status(api: &Api) -> Value {
+    let (_, v) = api.call("GET", "/readyz", "", None).await;
+    v["connectors"]["everything"].clone()
+}
+
+/// Waits until the upstream is connected for at least the `connects`-th time.
+async fn wait_connected(api: &Api, connects: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = upstream_status(api).await;
+        if status["state"] == "ready" && status["connects"].as_u64() >= Some(connects) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream did not connect: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The people: alice (eng) with agent `bot`, bob (maintainers); a grant of `everything.*`.
+struct People {
+    alice: String,
+    bob: String,
+    agent: String,
+    grant: String,
+}
+
+async fn people(api: &Api, admin: &str) -> People {
+    let d = api.delegation(admin).await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/grants",
+            &d.keys["alice"],
+            Some(json!({"agent": "bot", "actions": ["everything.*"], "expires_in": 3600})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    People {
+        alice: d.keys["alice"].clone(),
+        bob: d.keys["bob"].clone(),
+        agent: d.agent_key,
+        grant: v["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl People {
+    async fn act(&self, api: &Api, tool: &str, args: Value) -> (u16, Value) {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/v1/actions",
+                &self.agent,
+                Some(json!({
+                    "grant_id": self.grant,
+                    "connector": "everything",
+                    "operation": tool,
+                    "args": args,
+                    "intent": format!("exercise {tool}"),
+                })),
+            )
+            .await;
+        assert!(
+            !v.to_string().contains(TOKEN),
+            "an answer carried the credential: {v}"
+        );
+        (s, v)
+    }
+}
+
+/// The text blocks of a tool result the API returned.
+fn text(v: &Value) -> String {
+    common::text_of(&v["result"]["body"])
+}
+
+/// The whole record of an action (every audit entry with its proof); never holds the credential.
+async fn record(api: &Api, key: &str, id: &str) -> Value {
+    // The status is the action's own (502 for a failed one); the record is there either way.
+    let (_, v) = api
+        .call("GET", &format!("/v1/actions/{id}"), key, None)
+        .await;
+    assert_eq!(v["action_id"], id, "{v}");
+    assert!(
+        !v.to_string().contains(TOKEN),
+        "the audit record carried the credential: {v}"
+    );
+    v
+}
+
+/// The payload of the record's entry of `kind`.
+fn entry<'a>(record: &'a Value, kind: &str) -> &'a Value {
+    record["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .map(|e| &e["payload"])
+        .unwrap_or_else(|| panic!("no {kind} entry in {record}"))
+}
+
+/// What the tests share on both transports: allowed, approval, undeclared, invalid.
+async fn governed_calls(api: &Api, p: &People) {
+    // A read-only tool runs within the grant; the executed entry names the credential.
+    let (s, v) = p
+        .act(api, "echo", json!({"message": "hello upstream"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(text(&v), "Echo: hello upstream");
+    assert_eq!(v["policy_ids"], json!(["everything-reads-within-grant"]));
+    let rec = record(api, &p.alice, v["action_id"].as_str().unwrap()).await;
+    let executed = entry(&rec, "executed");
+    assert_eq!(executed["credential"], "everything-token@1", "{executed}");
+    assert_eq!(executed["outcome"], "success");
+
+    // A tool that is not read-only (its annotations, in the policy context) waits for a
+    // maintainer; once bob approved, it runs.
+    let (s, v) = p.act(api, "toggle-simulated-logging", json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["policy_ids"], json!(["changing-tools-need-maintainer"]));
+    let approval = v["approval"]["id"].as_str().unwrap().to_owned();
+    let (s, d) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{approval}/decision"),
+            &p.bob,
+            Some(json!({"decision": "approve", "comment": "fine"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert!(text(&d).contains("logging"), "{d}");
+
+    // A tool the policy schema does not declare is denied, whatever the upstream says of it.
+    let (s, v) = p.act(api, "get-tiny-image", json!({})).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("not declared in the policy schema"),
+        "{v}"
+    );
+
+    // Arguments are checked against the tool's own input schema before policy.
+    let (s, v) = p.act(api, "echo", json!({"text": "no message"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("\"message\""),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_mcp_server_is_governed_supervised_and_never_sees_writ_secrets() {
+    let Some(everything) = common::mcp_everything() else {
+        return;
+    };
+    let env = project(
+        None,
+        &format!(
+            "command = \"{}\"\nenv = {{ API_TOKEN = {{ credential = \"everything-token\" }}, MODE = \"test\" }}\ntimeout_ms = 1500\n",
+            everything.display()
+        ),
+    );
+    let server = env.serve_with_env(&["--config", "writ.toml"], &[("WRIT_CANARY", CANARY)]);
+    let api = server.api();
+    let status = wait_connected(&api, 1).await;
+    assert!(status["tools"].as_u64().unwrap() >= 10, "{status}");
+    let p = people(&api, &server.admin()).await;
+
+    governed_calls(&api, &p).await;
+
+    // The stdio server got the credential in its environment, and nothing of Writ's own
+    // environment; its echo of the credential is scrubbed before the agent or the log sees it.
+    let (s, v) = p.act(&api, "get-env", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let vars: Value = serde_json::from_str(&text(&v)).unwrap();
+    assert_eq!(vars["API_TOKEN"], "[redacted]", "{vars}");
+    assert_eq!(vars["MODE"], "test");
+    assert!(vars.get("WRIT_CANARY").is_none(), "{vars}");
+    assert!(vars.get("WRIT_DATA_DIR").is_none(), "{vars}");
+    assert!(!v.to_string().contains(CANARY));
+    assert_eq!(
+        v["result"]["redacted"],
+        json!(["(credential echoed by the upstream)"])
+    );
+    record(&api, &p.alice, v["action_id"].as_str().unwrap()).await;
+
+    // A call that takes longer than the connector's timeout fails, recorded as such.
+    let (s, v) = p
+        .act(
+            &api,
+            "trigger-long-running-operation",
+            json!({"duration": 5, "steps": 5}),
+        )
+        .await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["status"], "failed");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{v}"
+    );
+    let rec = record(&api, &p.alice, v["action_id"].as_str().unwrap()).await;
+    assert_eq!(entry(&rec, "executed")["outcome"], "error");
+
+    // The server crashes: Writ starts it again, and calls go through again.
+    let pid = upstream_status(&api).await["pid"].as_u64().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_connected(&api, 2).await;
+    assert_ne!(status["pid"].as_u64(), Some(pid), "{status}");
+    let (s, v) = p.act(&api, "echo", json!({"message": "again"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(text(&v), "Echo: again");
+
+    mcp_client_sees_upstream_tools(&env, &server, &api, &p).await;
+}
+
+/// The official Python MCP client on Writ's `/mcp`: the upstream's tools with their
+/// annotations, a call, and `notifications/tools/list_changed` when a grant changes.
+async fn mcp_client_sees_upstream_tools(env: &Env, server: &Server, api: &Api, p: &People) {
+    if !common::python_mcp_available("mcp.client.streamable_http") {
+        return;
+    }
+    let script = env.path("list_changed.py");
+    std::fs::write(&script, LIST_CHANGED_CLIENT).unwrap();
+    let req = json!({
+        "url": format!("{}/mcp", server.url),
+        "headers": {"Authorization": format!("Bearer {}", p.agent), "Writ-Grant": p.grant},
+    });
+    let mut child = ClientProcess::start(&script, &req);
+    let first: Value = serde_json::from_str(&child.line()).unwrap();
+    let tools = first["tools"].as_array().unwrap();
+    let echo = tools
+        .iter()
+        .find(|t| t["name"] == "everything.echo")
+        .unwrap_or_else(|| panic!("no everything.echo in {first}"));
+    assert_eq!(echo["annotations"]["readOnlyHint"], true, "{echo}");
+    assert_eq!(echo["annotations"]["destructiveHint"], false, "{echo}");
+    let toggle = tools
+        .iter()
+        .find(|t| t["name"] == "everything.toggle-simulated-logging")
+        .unwrap();
+    assert_eq!(toggle["annotations"]["readOnlyHint"], false, "{toggle}");
+    assert_eq!(common::text_of(&first["call"]), "Echo: via mcp");
+    assert_eq!(first["caps"]["tools"]["listChanged"], true, "{first}");
+
+    // A new grant for the agent: every open session hears that its tools may have changed.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/grants",
+            &p.alice,
+            Some(json!({"agent": "bot", "actions": ["everything.echo"], "expires_in": 600})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let second: Value = serde_json::from_str(&child.line()).unwrap();
+    assert_eq!(second["changed"], true, "{second}");
+    assert!(
+        second["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("everything.echo")),
+        "{second}"
+    );
+}
+
+/// One MCP session that prints a line after listing and calling, then waits for
+/// `tools/list_changed`, lists again, and prints a second line.
+const LIST_CHANGED_CLIENT: &str = r#"
+import asyncio, json, sys
+import anyio
+from mcp import ClientSession, types
+import mcp.client.streamable_http as transport
+
+def dump(m):
+    return m.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+async def main():
+    req = json.loads(sys.argv[1])
+    changed = anyio.Event()
+    async def on_message(message):
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+    http = transport.create_mcp_http_client(headers=req["headers"])
+    async with http:
+        async with transport.streamable_http_client(req["url"], http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1], message_handler=on_message) as s:
+                init = await s.initialize()
+                tools = await s.list_tools()
+                call = await s.call_tool("everything.echo", {"message": "via mcp"})
+                print(json.dumps({"tools": [dump(t) for t in tools.tools], "call": dump(call),
+                                  "caps": dump(init.capabilities)}), flush=True)
+                with anyio.fail_after(30):
+                    await changed.wait()
+                tools = await s.list_tools()
+                print(json.dumps({"changed": True, "tools": [t.name for t in tools.tools]}), flush=True)
+
+asyncio.run(main())
+"#;
+
+/// A Python client process whose stdout lines are read one at a time.
+struct ClientProcess {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ClientProcess {
+    fn start(script: &Path, req: &Value) -> ClientProcess {
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(req.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        ClientProcess { child, lines }
+    }
+
+    fn line(&mut self) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the MCP client printed nothing in time (see its stderr above)");
+        assert!(!line.contains(TOKEN), "the MCP client saw the credential");
+        line
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released for the upstream to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `mcp-server-everything streamableHttp` on `port`, killed on drop.
+struct HttpUpstream(Child);
+
+impl HttpUpstream {
+    fn start(everything: &Path, port: u16) -> HttpUpstream {
+        let child = Command::new(everything)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the HTTP upstream did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpUpstream(child)
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn http_upstream(database_url: Option<String>) {
+    let Some(everything) = common::mcp_everything() else {
+        return;
+    };
+    let port = free_port();
+    let upstream = HttpUpstream::start(&everything, port);
+    let env = project(
+        database_url,
+        &format!(
+            "url = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ Authorization = {{ credential = \"everything-token\", prefix = \"Bearer \" }} }}\ntimeout_ms = 5000\n"
+        ),
+    );
+    let server = env.serve();
+    let api = server.api();
+    wait_connected(&api, 1).await;
+    let p = people(&api, &server.admin()).await;
+    governed_calls(&api, &p).await;
+
+    // The upstream goes away: calls fail with a clear error, recorded; when it is back, Writ
+    // reconnects by itself.
+    drop(upstream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failure = loop {
+        let (s, v) = p.act(&api, "echo", json!({"message": "anyone?"})).await;
+        if s == 502 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "calls kept succeeding: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(failure["status"], "failed", "{failure}");
+    let error = failure["error"].as_str().unwrap();
+    assert!(error.contains("upstream MCP server everything"), "{error}");
+    let _back = HttpUpstream::start(&everything, port);
+    let connects = upstream_status(&api).await["connects"]
+        .as_u64()
+        .unwrap_or(1);
+    wait_connected(&api, connects + 1).await;
+    let (s, v) = p.act(&api, "echo", json!({"message": "back"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(text(&v), "Echo: back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_mcp_server_is_governed_on_postgres() {
+    let Some(base) = std::env::var("WRIT_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set WRIT_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping the PostgreSQL variant: WRIT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!(
+        "writ_mcp_up_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    let url = writ_store::postgres::url_with_fresh_schema(&base, &schema)
+        .await
+        .unwrap();
+    http_upstream(Some(url)).await;
+    writ_store::postgres::drop_schema(&base, &schema)
+        .await
+        .unwrap();
+}
