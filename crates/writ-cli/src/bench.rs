@@ -17,6 +17,7 @@ use writ_store::{Store, VerifyOptions};
 use crate::Global;
 
 mod identity;
+mod mcp;
 mod pipeline;
 mod policy;
 
@@ -77,6 +78,11 @@ pub enum BenchCommand {
         #[arg(long, default_value = "2s", value_parser = pipeline::parse_duration)]
         warmup: Duration,
     },
+    /// Latency (p50/p99) and throughput of an upstream MCP server's tool called directly,
+    /// through Writ's HTTP API, and through Writ's /mcp, in one run: what the pipeline adds, and
+    /// what the MCP layer adds over the pipeline. Needs the upstream server's command
+    /// (`npm install @modelcontextprotocol/server-everything`).
+    Mcp(mcp::McpBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand, global: &Global) -> anyhow::Result<ExitCode> {
@@ -117,6 +123,10 @@ pub async fn run(cmd: BenchCommand, global: &Global) -> anyhow::Result<ExitCode>
             warmup,
         } => {
             pipeline::run(agents, duration, warmup, global).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Mcp(args) => {
+            mcp::run(args, global).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -514,6 +514,61 @@ mod tests {
     }
 
     #[test]
+    fn mcp_upstreams() {
+        let c = Config::from_toml(
+            "[connectors.files]\nkind = \"mcp\"\ncommand = \"mcp-server-filesystem\"\nargs = [\"/srv\"]\nenv = { TOKEN = { credential = \"fs-token\" }, MODE = \"ro\" }\ntools = [\"read_file\"]\n\n[connectors.remote]\nkind = \"mcp\"\nurl = \"https://mcp.example.com/mcp\"\nheaders = { Authorization = { credential = \"t\", prefix = \"Bearer \" } }\n",
+            "writ.toml",
+            env(&[]),
+        )
+        .unwrap();
+        let Some(ConnectorConfig::Mcp(files)) = c.connectors.get("files") else {
+            panic!("files is not an MCP connector");
+        };
+        assert_eq!(files.args, vec!["/srv"]);
+        assert_eq!(files.timeout_ms, 30_000);
+        assert!(matches!(
+            files.env.get("TOKEN"),
+            Some(writ_connectors::mcp::Setting::Credential(c)) if c.credential == "fs-token"
+        ));
+        assert!(matches!(
+            files.env.get("MODE"),
+            Some(writ_connectors::mcp::Setting::Literal(v)) if v == "ro"
+        ));
+        let Some(ConnectorConfig::Mcp(remote)) = c.connectors.get("remote") else {
+            panic!("remote is not an MCP connector");
+        };
+        assert_eq!(remote.url.as_deref(), Some("https://mcp.example.com/mcp"));
+
+        for (text, says) in [
+            ("command = \"a\"\nurl = \"http://x/mcp\"", "not both"),
+            ("args = []", "give `command`"),
+            ("command = \" \"", "empty"),
+            ("url = \"ftp://x\"", "http://"),
+            (
+                "command = \"a\"\nheaders = { A = \"b\" }",
+                "`headers` are for an HTTP server",
+            ),
+            (
+                "url = \"http://x/mcp\"\nenv = { A = \"b\" }",
+                "are for a stdio server",
+            ),
+            ("command = \"a\"\ntools = [\"bad name\"]", "tool names"),
+            ("command = \"a\"\ntimeout_ms = 0", "positive"),
+            ("command = \"a\"\nsurprise = 1", "surprise"),
+            (
+                "url = \"http://x/mcp\"\nheaders = { \"bad header\" = \"v\" }",
+                "header name",
+            ),
+        ] {
+            let toml = format!("[connectors.u]\nkind = \"mcp\"\n{text}\n");
+            let err = Config::from_toml(&toml, "writ.toml", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn env_keys() {
         assert_eq!(
             env_key("WRIT_SERVER_PUBLIC_URL"),

@@ -57,19 +57,19 @@ credential = {{ name = "github-token", inject = "bearer" }}
 }
 
 #[derive(Debug, Serialize)]
-struct Phase {
+pub(super) struct Phase {
     /// Requests answered as expected (200; for the pipeline, also `"status": "succeeded"`).
-    ok: u64,
+    pub(super) ok: u64,
     /// Anything else: transport errors, other statuses. Not in the latency figures.
-    errors: u64,
+    pub(super) errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    first_error: Option<String>,
-    seconds: f64,
-    per_second: f64,
-    p50_us: f64,
-    p90_us: f64,
-    p99_us: f64,
-    max_us: f64,
+    pub(super) first_error: Option<String>,
+    pub(super) seconds: f64,
+    pub(super) per_second: f64,
+    pub(super) p50_us: f64,
+    pub(super) p90_us: f64,
+    pub(super) p99_us: f64,
+    pub(super) max_us: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,9 +105,9 @@ struct PipelineReport {
 }
 
 /// One agent as the load generator sees it.
-struct Agent {
-    key: String,
-    grant: String,
+pub(super) struct Agent {
+    pub(super) key: String,
+    pub(super) grant: String,
 }
 
 pub async fn run(
@@ -174,7 +174,7 @@ async fn run_in(
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     eprintln!("setting up {agents} agents with their grants ({backend})…");
-    let team = setup(&gateway, dir, agents).await?;
+    let team = setup(&gateway, dir, agents, "github.*").await?;
     let entries_before = gateway.db.size().await?;
 
     let client = reqwest::Client::builder()
@@ -288,7 +288,7 @@ async fn run_in(
     })
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub(super) fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
 }
 
@@ -304,9 +304,15 @@ async fn start_upstream() -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-/// A user, `agents` agents each with an API key and a `github.*` grant, and the credential the
-/// connector injects, written directly into the gateway's database.
-async fn setup(gateway: &Gateway, dir: &Path, agents: usize) -> anyhow::Result<Vec<Agent>> {
+/// A user, `agents` agents each with an API key and a grant of `actions` (such as `github.*`),
+/// and the credential the `github` connector injects, written directly into the gateway's
+/// database.
+pub(super) async fn setup(
+    gateway: &Gateway,
+    dir: &Path,
+    agents: usize,
+    actions: &str,
+) -> anyhow::Result<Vec<Agent>> {
     let db = gateway.db.as_ref();
     let now = Timestamp::now();
     let user = UserId::new("bench-user")?;
@@ -333,7 +339,7 @@ async fn setup(gateway: &Gateway, dir: &Path, agents: usize) -> anyhow::Result<V
         let grant = GrantSpec {
             user: user.clone(),
             agent,
-            actions: vec!["github.*".into()],
+            actions: vec![actions.into()],
             resources: Vec::new(),
             constraints: Vec::new(),
             expires_at: Timestamp::from_micros(now.as_micros() + 86_400_000_000)?,
@@ -370,7 +376,11 @@ async fn setup(gateway: &Gateway, dir: &Path, agents: usize) -> anyhow::Result<V
 
 /// Runs `clients` loops of `call` (given the client's index) for `duration`, and measures each
 /// call. Calls still in flight at the end are awaited and counted.
-async fn drive<F, Fut>(clients: usize, duration: Duration, call: F) -> anyhow::Result<Phase>
+pub(super) async fn drive<F, Fut>(
+    clients: usize,
+    duration: Duration,
+    call: F,
+) -> anyhow::Result<Phase>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
