@@ -369,3 +369,82 @@ async fn mcp_clients_act_through_the_governed_pipeline() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+/// The JSON-RPC message of a Streamable HTTP answer, JSON or an SSE stream of one message.
+fn jsonrpc_answer(text: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(text.trim()) {
+        return v;
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no JSON-RPC answer in {text:?}"))
+}
+
+/// Both protocol versions of the issue are negotiated as asked; after initialization the
+/// `MCP-Protocol-Version` header must name a version the server supports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_versions_are_negotiated_and_the_version_header_is_checked() {
+    let upstream = Upstream::start(None).await;
+    let env = common::mcp_env(&upstream);
+    let server = env.serve();
+    let api = server.api();
+    let common::Delegation { token, .. } = api.delegation(&server.admin()).await;
+    let url = format!("{}/mcp", server.url);
+    let post = |body: Value, session: Option<&str>, version: Option<&str>| {
+        let mut req = api
+            .client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        req.send()
+    };
+    for version in ["2025-06-18", "2025-11-25"] {
+        let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": version, "capabilities": {},
+            "clientInfo": {"name": "version-test", "version": "1"}}});
+        let resp = post(initialize, None, None).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{version}");
+        let session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .expect("a session id");
+        let answer = jsonrpc_answer(&resp.text().await.unwrap());
+        assert_eq!(answer["result"]["protocolVersion"], version, "{answer}");
+        assert_eq!(
+            answer["result"]["capabilities"]["tools"]["listChanged"], true,
+            "{answer}"
+        );
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let resp = post(initialized, Some(&session), Some(version))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        let resp = post(list.clone(), Some(&session), Some(version))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{version}");
+        let answer = jsonrpc_answer(&resp.text().await.unwrap());
+        let names = tool_names(&answer["result"]);
+        assert!(
+            names.contains(&"github.create_issue".to_owned()),
+            "{names:?}"
+        );
+        // A version the server does not speak is refused.
+        let resp = post(list, Some(&session), Some("1999-01-01"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{version}");
+    }
+}
