@@ -448,3 +448,106 @@ async fn protocol_versions_are_negotiated_and_the_version_header_is_checked() {
         assert_eq!(resp.status().as_u16(), 400, "{version}");
     }
 }
+
+/// A client that speaks the tasks extension (rmcp's client, from crates.io) gets a task for a
+/// call that waits for approval: `tasks/get` says it is working and what it waits for; once a
+/// maintainer approved through the API, the task is completed with the call's result. Another
+/// agent cannot read it, and the agent cannot withdraw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_needing_approval_becomes_a_task() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        ClientConfig, GetTaskParams, Implementation, TaskPayload, TaskStatus,
+    };
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let upstream = Upstream::start(None).await;
+    let env = common::mcp_env(&upstream);
+    let server = env.serve();
+    let api = server.api();
+    let common::Delegation { keys, token, .. } = api.delegation(&server.admin()).await;
+    let client = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("task-test", "1"),
+    );
+    let transport = StreamableHttpClientTransport::with_client(
+        writ_connectors::mcp::http_client::Http(reqwest::Client::new(), ""),
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", server.url))
+            .auth_header(token.clone()),
+    );
+    let session = client.serve(transport).await.unwrap();
+    let peer = session.peer().clone();
+    assert!(
+        peer.peer_info().unwrap().capabilities.supports_tasks(),
+        "the server declares the tasks extension"
+    );
+
+    // Merging into main needs a maintainer: the call answers with a task at once.
+    let args = json!({"pull_number": 9, "base": "main"});
+    let answer = peer
+        .call_tool_once(
+            CallToolRequestParams::new("github.merge_pull_request")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::Task(created) = answer else {
+        panic!("expected a task, got {answer:?}");
+    };
+    let task_id = created.task.task_id.clone();
+    assert!(task_id.starts_with("act_"), "{task_id}");
+    assert_eq!(created.task.status, TaskStatus::Working);
+    let got = peer.get_task(GetTaskParams::new(&task_id)).await.unwrap();
+    assert_eq!(got.task.status(), TaskStatus::Working);
+    let message = got.task.task.status_message.clone().unwrap_or_default();
+    assert!(message.contains("group:maintainers"), "{message}");
+    assert!(upstream.paths().is_empty(), "nothing ran before approval");
+
+    // The agent cannot withdraw it.
+    let refused = peer.cancel_task(CancelTaskParams::new(&task_id)).await;
+    assert!(
+        format!("{refused:?}").contains("cannot be withdrawn"),
+        "{refused:?}"
+    );
+
+    // bob approves through the API; the task completes with the merge's result.
+    let (s, list) = api.call("GET", "/v1/approvals", &keys["bob"], None).await;
+    assert_eq!(s, 200, "{list}");
+    let approval = list["approvals"][0]["id"].as_str().unwrap().to_owned();
+    let (s, d) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{approval}/decision"),
+            &keys["bob"],
+            Some(json!({"decision": "approve"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let done = loop {
+        let got = peer.get_task(GetTaskParams::new(&task_id)).await.unwrap();
+        if got.task.status() != TaskStatus::Working {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.task.status(), TaskStatus::Completed);
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("{done:?}");
+    };
+    let result = Value::Object(result.clone());
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(
+        result["structuredContent"]["status"], "succeeded",
+        "{result}"
+    );
+    assert_eq!(upstream.paths(), ["merge/9"]);
+
+    // A task id that is not the caller's is not found.
+    let other = peer
+        .get_task(GetTaskParams::new("act_00000000000000000000000000000000"))
+        .await;
+    assert!(other.is_err(), "{other:?}");
+    let _ = session.cancel().await;
+}

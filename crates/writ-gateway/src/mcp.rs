@@ -9,6 +9,15 @@
 //! `_meta.idempotency_key` of a `tools/call` become the action's intent, rationale and
 //! idempotency key; without them they are empty.
 //!
+//! A call that needs approval waits (up to `max_wait_secs`, with progress notifications when the
+//! client sent a progress token) and then answers "pending"; a client that declared the tasks
+//! extension (`io.modelcontextprotocol/tasks`) instead gets a task at once, whose id is the action
+//! id: `tasks/get` reports it working (and what it waits for) until the action is final, then
+//! completed with the same result a direct call would have had. Every session hears
+//! `notifications/tools/list_changed` when an upstream's tools, the policy bundle or a grant
+//! change. Upstream MCP tools' annotations are passed on, and their results' content blocks come
+//! back as the upstream sent them.
+//!
 //! Before the MCP layer sees a request: a browser `Origin` other than the server's own host is
 //! refused (403, DNS-rebinding protection), then the bearer credential is checked the way the
 //! HTTP API checks it: a delegated token, or an agent API key with a `Writ-Grant: <grant id>`
@@ -25,9 +34,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation, InitializeResult,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, Task, TaskPayload, TaskStatus, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -219,6 +229,7 @@ impl ServerHandler for WritMcp {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
@@ -244,6 +255,42 @@ impl ServerHandler for WritMcp {
                 }
             }
         });
+    }
+
+    /// `tasks/get`: the action's state; once it is final, its result exactly as a direct call
+    /// would have answered (a denial or rejection is a completed task whose result is an error).
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let caller = request_caller(&ctx)?;
+        let (action, approval) = self.own_action(&caller, &request.task_id).await?;
+        Ok(GetTaskResult::new(action_task(&action, approval.as_ref())))
+    }
+
+    /// `tasks/cancel`: an action waiting for approval is not withdrawn by its agent; it ends by
+    /// an approver's decision or by expiring, and the answer says so.
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = request_caller(&ctx)?;
+        let (action, approval) = self.own_action(&caller, &request.task_id).await?;
+        if action.state.is_final() {
+            return Ok(());
+        }
+        let until = approval
+            .map(|a| format!(" (its approval expires at {})", a.expires))
+            .unwrap_or_default();
+        Err(ErrorData::invalid_request(
+            format!(
+                "action {} cannot be withdrawn by its agent: it ends when an approver decides, or when it expires{until}",
+                action.id
+            ),
+            None,
+        ))
     }
 
     async fn list_tools(
@@ -345,6 +392,15 @@ impl ServerHandler for WritMcp {
         };
         let mut action = outcome.action;
         let mut approval = outcome.approval;
+        // A client that speaks the tasks extension gets a task for a call that waits for
+        // approval, at once: the task is the action, and `tasks/get` follows it to its end.
+        let tasks = ctx
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        if tasks && !action.state.is_final() {
+            let task = action_task(&action, approval.as_ref()).task;
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
         if !action.state.is_final() {
             let wait = MAX_APPROVAL_WAIT.min(Duration::from_secs(self.gw.limits.max_wait_secs));
             // A client that sent a progress token hears, every second, that the call is still
@@ -402,6 +458,32 @@ impl ServerHandler for WritMcp {
 }
 
 impl WritMcp {
+    /// The caller's own action named by a task id, with its approval.
+    async fn own_action(
+        &self,
+        caller: &Caller,
+        task_id: &str,
+    ) -> Result<(ActionRow, Option<ApprovalRow>), ErrorData> {
+        let not_found =
+            || ErrorData::invalid_params(format!("there is no task {task_id} of yours"), None);
+        let id = ActionId::new(task_id).map_err(|_| not_found())?;
+        let action = self
+            .gw
+            .db
+            .action(&id)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .filter(|a| a.agent == caller.agent.as_str())
+            .ok_or_else(not_found)?;
+        let approval = self
+            .gw
+            .db
+            .approval_for_action(&action.id)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        Ok((action, approval))
+    }
+
     async fn action_status(
         &self,
         caller: &Caller,
@@ -471,6 +553,44 @@ fn strings(v: Option<&Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An action as an MCP task (the task id is the action id): working while it waits for approval
+/// or executes, completed with the call's result once it is final.
+fn action_task(action: &ActionRow, approval: Option<&ApprovalRow>) -> DetailedTask {
+    let mut task = Task::new(
+        action.id.as_str(),
+        TaskStatus::Working,
+        action.created.to_string(),
+        action.updated.to_string(),
+    );
+    task.poll_interval_ms = Some(1000);
+    if !action.state.is_final() {
+        let message = match approval {
+            Some(a) if action.state == ActionState::PendingApproval => {
+                task.ttl_ms = u64::try_from(
+                    (a.expires.as_micros() - action.created.as_micros()).max(0) / 1000,
+                )
+                .ok();
+                format!(
+                    "waiting for approval {} by {} ({})",
+                    a.id,
+                    a.approvers.join(", "),
+                    a.reason.as_deref().unwrap_or("a policy requires it")
+                )
+            }
+            _ => "executing".to_owned(),
+        };
+        return DetailedTask::new(task.with_status_message(message), TaskPayload::Working);
+    }
+    let result = match serde_json::to_value(answer(action, approval)) {
+        Ok(Value::Object(o)) => o,
+        _ => JsonObject::new(),
+    };
+    DetailedTask::new(
+        task.with_status_message(action.state.as_str()),
+        TaskPayload::Completed { result },
+    )
 }
 
 /// The result of an upstream MCP tool, when `body` is one (its `content` blocks are valid).
