@@ -151,7 +151,7 @@ async fn run_in(
     let gateway_url = built.public_url;
     let router = writ_gateway::api::router(gateway.clone());
     let listener = built.listener;
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
 
     // Wait for Writ's own connection to the upstream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

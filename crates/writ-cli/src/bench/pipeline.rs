@@ -171,7 +171,7 @@ async fn run_in(
     let gateway_url = built.public_url;
     let router = writ_gateway::api::router(gateway.clone());
     let listener = built.listener;
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
 
     eprintln!("setting up {agents} agents with their grants ({backend})…");
     let team = setup(&gateway, dir, agents, "github.*").await?;
