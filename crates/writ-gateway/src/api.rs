@@ -57,6 +57,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(gw.clone())
+        .merge(crate::console::router(gw.clone()))
         .merge(crate::mcp::router(gw))
 }
 
@@ -403,7 +404,11 @@ fn approval_summary(a: &ApprovalRow) -> Value {
 }
 
 /// May `who` read this action? Its agent, its user, an approver of it, or an admin.
-async fn may_read(gw: &Gateway, who: &Who, action: &ActionRow) -> Result<bool, ApiError> {
+pub(crate) async fn may_read(
+    gw: &Gateway,
+    who: &Who,
+    action: &ActionRow,
+) -> Result<bool, ApiError> {
     Ok(match who {
         Who::Agent(agent) => agent.as_str() == action.agent,
         Who::Delegated(c) => c.act.sub.as_str() == action.agent,
@@ -425,15 +430,29 @@ async fn show_action(
     headers: HeaderMap,
 ) -> ApiResult {
     let who = authenticate(&gw, &headers).await?;
+    let wait = parse_wait(&gw, q.wait.as_deref())?;
+    let (status, view) = action_record(&gw, &who, &id, wait).await?;
+    ok(status, view)
+}
+
+/// The whole record of one action as `who` may read it (else 404): the action, its approval
+/// and decisions, every audit entry with its canonical bytes and inclusion proof, the signed
+/// checkpoint the proofs lead to and the log's verifier key. The API and the console both
+/// answer with this.
+pub(crate) async fn action_record(
+    gw: &Arc<Gateway>,
+    who: &Who,
+    id: &str,
+    wait: Duration,
+) -> Result<(u16, Value), ApiError> {
     let id = ActionId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let not_found = || ApiError::not_found(format!("action {id} does not exist"));
     let action = gw.db.action(&id).await?.ok_or_else(not_found)?;
-    if !may_read(&gw, &who, &action).await? {
+    if !may_read(gw, who, &action).await? {
         return Err(not_found());
     }
-    let wait = parse_wait(&gw, q.wait.as_deref())?;
     let action = if !action.state.is_final() && !wait.is_zero() {
-        pipeline::wait_for(&gw, &id, wait)
+        pipeline::wait_for(gw, &id, wait)
             .await?
             .ok_or_else(not_found)?
     } else {
@@ -491,7 +510,7 @@ async fn show_action(
         seqs: entries.iter().map(|e| e.seq).collect(),
         replayed: false,
     };
-    let mut view = action_view(&gw, &outcome);
+    let mut view = action_view(gw, &outcome);
     view["request"] = action.request.clone();
     if let Some(a) = view.get_mut("approval") {
         a["decisions"] = json!(decisions.iter().map(|d| json!({
@@ -504,7 +523,7 @@ async fn show_action(
         None => Value::Null,
     };
     view["verifier_key"] = json!(gw.checkpoint_signer.verifier().to_string());
-    ok(outcome.status(), view)
+    Ok((outcome.status(), view))
 }
 
 #[derive(Deserialize)]
@@ -611,7 +630,7 @@ struct ApprovalQuery {
     limit: Option<u32>,
 }
 
-async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError> {
+pub(crate) async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError> {
     let mut v = approval_summary(a);
     v["action_id"] = json!(a.action_id.as_str());
     v["user"] = json!(a.user);
@@ -626,6 +645,8 @@ async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError>
             "intent": action.request.get("intent"),
             "rationale": action.request.get("rationale"),
             "status": action.state.as_str(),
+            "policy_ids": action.result.as_ref().and_then(|r| r.pointer("/verdict/policy_ids")),
+            "bundle_version": action.result.as_ref().and_then(|r| r.pointer("/verdict/bundle_version")),
         });
     }
     v["decisions"] = json!(gw.db.decisions(&a.id).await?.iter().map(|d| json!({
@@ -648,17 +669,26 @@ async fn list_approvals(
             ))
         })?),
     };
-    let rows = gw
-        .db
-        .approvals(state, q.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
+    let items = visible_approvals(&gw, &user, state, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    ok(200, json!({"approvals": items}))
+}
+
+/// The approvals `user` may see (an admin, the user the agent acts for, or an approver), each
+/// with `you_may_decide`: pending, not the user's own agent's action, and `user` an approver.
+pub(crate) async fn visible_approvals(
+    gw: &Gateway,
+    user: &UserRecord,
+    state: Option<ApprovalState>,
+    limit: u32,
+) -> Result<Vec<Value>, ApiError> {
+    let rows = gw.db.approvals(state, limit).await?;
     let mut items = Vec::new();
     for a in rows.iter().filter(|a| {
         user.admin
             || a.user == user.id.as_str()
             || pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
     }) {
-        let mut v = approval_view(&gw, a).await?;
+        let mut v = approval_view(gw, a).await?;
         v["you_may_decide"] = json!(
             a.state == ApprovalState::Pending
                 && a.user != user.id.as_str()
@@ -666,7 +696,7 @@ async fn list_approvals(
         );
         items.push(v);
     }
-    ok(200, json!({"approvals": items}))
+    Ok(items)
 }
 
 async fn show_approval(
