@@ -1,0 +1,416 @@
+//! The console's pages, as maud templates over the same JSON views the API answers with. maud
+//! escapes every value; nothing here writes a style or script inline (the CSP forbids it), and
+//! what the script needs travels in `data-` attributes.
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use super::{SignedIn, css_url, js_url};
+
+/// A JSON value as text: strings as they are, arrays joined by commas, null as a dash, the rest
+/// as compact JSON.
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "—".to_owned(),
+        Some(Value::String(s)) if s.is_empty() => "—".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if items.is_empty() => "—".to_owned(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| text(Some(i)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn pretty(v: Option<&Value>) -> String {
+    v.and_then(|v| serde_json::to_string_pretty(v).ok())
+        .unwrap_or_else(|| "—".to_owned())
+}
+
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The frame of every page.
+fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Writ" }
+                link rel="stylesheet" href=(css_url());
+                script src=(js_url()) defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/console" { "Writ" }
+                    @if let Some(who) = who {
+                        nav {
+                            a href="/console/approvals" { "Approvals" }
+                        }
+                        div.me {
+                            span.user data-signed-in=(who.user.id.as_str()) {
+                                (who.user.id.as_str())
+                                @if who.user.admin { " (admin)" }
+                            }
+                            form method="post" action="/console/logout" {
+                                input type="hidden" name="csrf" value=(who.csrf);
+                                button.link type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub(super) fn error(who: Option<&SignedIn>, status: StatusCode, message: &str) -> Markup {
+    layout(
+        "Error",
+        who,
+        html! {
+            section.error data-status=(status.as_u16()) {
+                h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
+                p.message { (message) }
+                p { a href="/console/approvals" { "Back to the approvals" } }
+            }
+        },
+    )
+}
+
+pub(super) fn login(token: &str, problem: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            section.login {
+                h1 { "Sign in to Writ" }
+                @if let Some(p) = problem {
+                    p.problem role="alert" { (p) }
+                }
+                form method="post" action="/console/login" {
+                    input type="hidden" name="csrf" value=(token);
+                    label for="api_key" { "Your user API key" }
+                    input #api_key type="password" name="api_key" autocomplete="off"
+                        placeholder="writ_uk_…" required;
+                    button type="submit" { "Sign in" }
+                }
+                p.hint { "The key is checked and forgotten: the session is a separate random token, and the key is never shown." }
+            }
+        },
+    )
+}
+
+pub(super) fn approvals(who: &SignedIn, items: &[Value]) -> Markup {
+    layout(
+        "Approvals",
+        Some(who),
+        html! {
+            h1 { "Approvals waiting" }
+            p.live #live-status data-live="connecting" { "Connecting for live updates…" }
+            p.empty #no-approvals hidden[!items.is_empty()] { "Nothing is waiting for you." }
+            div #approvals {
+                @for item in items {
+                    (approval_card(who, item))
+                }
+            }
+            // The card the script fills for an approval that arrives live.
+            template #approval-template {
+                (approval_card(who, &Value::Null))
+            }
+        },
+    )
+}
+
+/// One approval request with everything an approver needs to decide, and the decision form
+/// when this user may decide. Rendered with `Value::Null` it is the empty card the script fills.
+fn approval_card(who: &SignedIn, a: &Value) -> Markup {
+    let id = s(a, "/id");
+    let may_decide = a.is_null() || a.get("you_may_decide") == Some(&Value::Bool(true));
+    let action_id = s(a, "/action_id");
+    let decisions = a
+        .get("decisions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let approvals_so_far = decisions
+        .iter()
+        .filter(|d| d.get("decision").and_then(Value::as_str) == Some("approve"))
+        .count();
+    html! {
+        article.approval data-approval-id=(id) {
+            header {
+                h2 data-field="operation" {
+                    (s(a, "/action/connector")) "." (s(a, "/action/operation"))
+                }
+                a.record data-field="record" href=(format!("/console/actions/{action_id}")) { "Record" }
+            }
+            dl.facts {
+                dt { "Agent" } dd data-field="agent" { (s(a, "/action/agent")) }
+                dt { "Acting for" } dd data-field="user" { (s(a, "/action/user")) }
+                dt { "Grant" } dd data-field="grant" { (text(a.pointer("/action/grant"))) }
+                dt { "Intent" } dd data-field="intent" { (text(a.pointer("/action/intent"))) }
+                dt { "Rationale" } dd data-field="rationale" { (text(a.pointer("/action/rationale"))) }
+                dt { "Policy gate" } dd data-field="gate" { (text(a.pointer("/action/policy_ids"))) }
+                dt { "Reason" } dd data-field="reason" { (text(a.get("reason"))) }
+                dt { "Policy version" } dd.mono data-field="bundle" { (text(a.pointer("/action/bundle_version"))) }
+                dt { "Approvers" } dd data-field="approvers" { (text(a.get("approvers"))) }
+                dt { "Quorum" } dd data-field="quorum" {
+                    (approvals_so_far) " of " (text(a.get("quorum"))) " approvals"
+                }
+                dt { "Time left" } dd {
+                    span data-field="time-left" data-expires=(s(a, "/expires_at")) {
+                        "until " (s(a, "/expires_at"))
+                    }
+                }
+                dt { "Action hash" } dd.mono data-field="hash" { (s(a, "/action_hash")) }
+            }
+            h3 { "Arguments" }
+            pre.args data-field="args" { (pretty(a.pointer("/action/args"))) }
+            h3 { "Decisions so far" }
+            ul.decisions data-field="decisions" {
+                @for d in &decisions {
+                    li { (decision_line(d)) }
+                }
+            }
+            @if may_decide {
+                form.decide method="post" action=(format!("/console/approvals/{id}/decision")) {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    input type="hidden" name="action_hash" value=(s(a, "/action_hash"));
+                    label { "Comment"
+                        textarea name="comment" rows="2" maxlength="4000" {}
+                    }
+                    div.buttons {
+                        button.approve type="submit" name="decision" value="approve" { "Approve" }
+                        button.deny type="submit" name="decision" value="deny" { "Deny" }
+                    }
+                }
+            } @else {
+                p.cannot data-field="cannot" {
+                    @if s(a, "/user") == who.user.id.as_str() {
+                        "Your own agent asked for this: someone else must decide."
+                    } @else {
+                        "You may see this request but not decide it."
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decision_line(d: &Value) -> String {
+    let mut line = format!(
+        "{} {} at {}",
+        s(d, "/approver"),
+        match s(d, "/decision") {
+            "approve" => "approved",
+            "deny" => "denied",
+            other => other,
+        },
+        s(d, "/time")
+    );
+    if let Some(c) = d.get("comment").and_then(Value::as_str) {
+        line.push_str(": ");
+        line.push_str(c);
+    }
+    line
+}
+
+/// The label of each kind of entry, as one step of intent → decision → evaluation → approval →
+/// execution → response, and which payload fields to show for it.
+const STEPS: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "requested",
+        "Intent and decision (agent)",
+        &[
+            ("Intent", "/intent"),
+            ("Rationale", "/rationale"),
+            ("Operation", "/operation"),
+            ("Arguments", "/args"),
+            ("Authenticated by", "/auth"),
+        ],
+    ),
+    (
+        "evaluated",
+        "Evaluation (policy)",
+        &[
+            ("Verdict", "/verdict"),
+            ("Policies", "/policy_ids"),
+            ("Reasons", "/reasons"),
+            ("Errors", "/errors"),
+            ("Policy version", "/bundle_version"),
+            ("Grant check", "/grant_check"),
+            ("After approval by", "/approvers"),
+            ("Shadow disagrees", "/shadow/disagrees"),
+        ],
+    ),
+    (
+        "approval_requested",
+        "Approval requested",
+        &[
+            ("Approvers", "/approvers"),
+            ("Quorum", "/quorum"),
+            ("Expires", "/expires_at"),
+            ("Reason", "/reason"),
+            ("Gates", "/gates"),
+        ],
+    ),
+    (
+        "approval_decided",
+        "Approval decision",
+        &[
+            ("Decision", "/decision"),
+            ("Comment", "/comment"),
+            ("Accepted", "/accepted"),
+            ("Refused because", "/refused"),
+            ("Approvals", "/approvals"),
+            ("Quorum", "/quorum"),
+        ],
+    ),
+    (
+        "executed",
+        "Execution",
+        &[
+            ("Outcome", "/outcome"),
+            ("Credential", "/credential"),
+            ("Upstream status", "/status"),
+            ("Elapsed (ms)", "/elapsed_ms"),
+            ("Error", "/error"),
+            ("Reason", "/reason"),
+        ],
+    ),
+    (
+        "responded",
+        "Response",
+        &[("Status", "/status"), ("State", "/state")],
+    ),
+];
+
+pub(super) fn action(who: &SignedIn, r: &Value) -> Markup {
+    let entries = r
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let credential = entries
+        .iter()
+        .filter(|e| s(e, "/kind") == "executed")
+        .find_map(|e| e.pointer("/payload/credential").and_then(Value::as_str));
+    let checkpoint = r.get("checkpoint").filter(|c| !c.is_null());
+    let id = s(r, "/action_id");
+    layout(
+        &format!("Action {id}"),
+        Some(who),
+        html! {
+            h1 { "Action " span.mono { (id) } }
+            p { span.state data-state=(s(r, "/status")) { (s(r, "/status")) } }
+            dl.facts {
+                dt { "Operation" } dd { (s(r, "/connector")) "." (s(r, "/operation")) }
+                dt { "Agent" } dd { (s(r, "/agent")) }
+                dt { "Acting for" } dd { (s(r, "/user")) }
+                dt { "Grant" } dd { (text(r.get("grant"))) }
+                dt { "Verdict" } dd { (text(r.get("verdict"))) }
+                dt { "Policies" } dd { (text(r.get("policy_ids"))) }
+                dt { "Reasons" } dd { (text(r.get("reasons"))) }
+                dt { "Policy version" } dd.mono { (text(r.get("bundle_version"))) }
+                dt { "Credential" } dd { (credential.unwrap_or("—")) }
+                dt { "Requested" } dd { (s(r, "/created_at")) }
+                dt { "Last change" } dd { (s(r, "/updated_at")) }
+                dt { "Action hash" } dd.mono { (s(r, "/action_hash")) }
+            }
+            section.proofs {
+                h2 { "Proofs" }
+                p #proof-summary data-proof-summary="pending" {
+                    "Your browser is checking every entry against the signed checkpoint…"
+                }
+                @if let Some(c) = checkpoint {
+                    div #checkpoint
+                        data-note-b64=(STANDARD.encode(s(c, "/note").as_bytes()))
+                        data-size=(text(c.get("size")))
+                        data-verifier-key=(s(r, "/verifier_key")) {
+                        dl.facts {
+                            dt { "Checkpoint size" } dd { (text(c.get("size"))) }
+                            dt { "Root" } dd.mono { (s(c, "/root_hash")) }
+                            dt { "Log key" } dd.mono { (s(r, "/verifier_key")) }
+                            dt { "Signature" } dd { span data-checkpoint-status="pending" { "checking…" } }
+                        }
+                        details {
+                            summary { "Signed note" }
+                            pre { (s(c, "/note")) }
+                        }
+                        p.hint { "Compare the log key with the one your organisation publishes: the proofs are only as trustworthy as the key they are checked against." }
+                    }
+                } @else {
+                    p { "No checkpoint covers this action yet." }
+                }
+            }
+            h2 { "Timeline" }
+            ol.timeline {
+                @for e in &entries {
+                    (entry(e))
+                }
+            }
+        },
+    )
+}
+
+fn entry(e: &Value) -> Markup {
+    let kind = s(e, "/kind");
+    let (label, fields): (&str, &[(&str, &str)]) = STEPS
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, l, f)| (*l, *f))
+        .unwrap_or((kind, &[]));
+    let mut payload = e.get("payload").cloned().unwrap_or(Value::Null);
+    // A re-evaluation nests its verdict (`{"verdict": {"verdict": …, "policy_ids": …}}`); the
+    // first evaluation has the same fields at the top.
+    if let Some(Value::Object(verdict)) = payload.get("verdict").cloned()
+        && let Value::Object(top) = &mut payload
+    {
+        for (k, v) in verdict {
+            top.insert(k, v);
+        }
+    }
+    let proof = e.get("inclusion_proof").and_then(Value::as_array).map(|p| {
+        p.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let canonical = s(e, "/canonical");
+    html! {
+        li.entry data-kind=(kind) data-seq=(text(e.get("seq")))
+            data-canonical-b64=(STANDARD.encode(canonical.as_bytes()))
+            data-proof=[proof] {
+            div.entry-head {
+                span.step { (label) }
+                span.seq { "#" (text(e.get("seq"))) }
+                span.proof data-proof-status="pending" { "checking…" }
+            }
+            div.meta { (s(e, "/time")) " · " (text(e.get("actor"))) }
+            dl.facts {
+                @for (name, pointer) in fields {
+                    @if let Some(v) = payload.pointer(pointer).filter(|v| !v.is_null()) {
+                        dt { (name) }
+                        dd { @if v.is_object() { pre { (pretty(Some(v))) } } @else { (text(Some(v))) } }
+                    }
+                }
+            }
+            details {
+                summary { "Entry as logged" }
+                pre.canonical { (canonical) }
+            }
+        }
+    }
+}
