@@ -526,18 +526,18 @@ pub(crate) async fn action_record(
     Ok((outcome.status(), view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActionQuery {
-    agent: Option<String>,
-    user: Option<String>,
-    connector: Option<String>,
+pub(crate) struct ActionQuery {
+    pub agent: Option<String>,
+    pub user: Option<String>,
+    pub connector: Option<String>,
     /// A state (`succeeded`, `denied`, ...) or a verdict (`allow`, `deny`, `approval`).
-    state: Option<String>,
-    verdict: Option<String>,
-    since: Option<String>,
-    before: Option<String>,
-    limit: Option<u32>,
+    pub state: Option<String>,
+    pub verdict: Option<String>,
+    pub since: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<u32>,
 }
 
 async fn list_actions(
@@ -546,6 +546,29 @@ async fn list_actions(
     headers: HeaderMap,
 ) -> ApiResult {
     let who = authenticate(&gw, &headers).await?;
+    let filter = action_filter(&q, &who)?;
+    let rows = gw.db.actions(&filter).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|a| {
+            action_view(
+                &gw,
+                &Outcome {
+                    action: a.clone(),
+                    approval: None,
+                    seqs: Vec::new(),
+                    replayed: false,
+                },
+            )
+        })
+        .collect();
+    ok(200, json!({"actions": items}))
+}
+
+/// The store filter for an action search by `who`: the query's fields, with agents and
+/// non-admin users restricted to their own actions. The API and the console's audit explorer
+/// both search with this.
+pub(crate) fn action_filter(q: &ActionQuery, who: &Who) -> Result<ActionFilter, ApiError> {
     let time = |t: &Option<String>, what: &str| {
         t.as_deref()
             .map(|s| {
@@ -602,22 +625,7 @@ async fn list_actions(
         Who::User(u) if !u.admin => filter.user = Some(u.id.as_str().to_owned()),
         Who::User(_) => {}
     }
-    let rows = gw.db.actions(&filter).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|a| {
-            action_view(
-                &gw,
-                &Outcome {
-                    action: a.clone(),
-                    approval: None,
-                    seqs: Vec::new(),
-                    replayed: false,
-                },
-            )
-        })
-        .collect();
-    ok(200, json!({"actions": items}))
+    Ok(filter)
 }
 
 // ---------------------------------------------------------------------------------------------
