@@ -473,7 +473,7 @@ async fn console_in_a_real_browser() {
 
     // A second request, for the forgery checks: refused without the CSRF token, with a wrong
     // one, and from another origin; the approval stays pending.
-    let (_, approval2) = merge_needing_approval(&api, &d.token, 8).await;
+    let (action2, approval2) = merge_needing_approval(&api, &d.token, 8).await;
     bob.goto(&format!("{url}/console/approvals")).await.unwrap();
     wait_for(
         &bob,
@@ -584,6 +584,77 @@ async fn console_in_a_real_browser() {
     assert!(body.contains("their own agent"), "{body}");
     assert_eq!(approval_state(&api, &admin, &approval2).await, "pending");
     assert_eq!(upstream.count("merge/8"), 0);
+
+    // The audit explorer: alice sees her agent's actions, filtered, charted and exported.
+    bob.goto(&format!("{url}/console/audit?agent=bot"))
+        .await
+        .unwrap();
+    wait_for(&bob, &format!("tr[data-action-id=\"{action}\"]")).await;
+    wait_for(&bob, &format!("tr[data-action-id=\"{action2}\"]")).await;
+    assert!(
+        !bob.find_all(Locator::Css("#verdict-chart rect"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let log = wait_for(&bob, "#log-size").await.text().await.unwrap();
+    assert!(log.ends_with(" entries"), "{log}");
+    screenshot(&bob, "console-audit.png").await;
+    bob.goto(&format!(
+        "{url}/console/audit?verdict=approval&agent=&user="
+    ))
+    .await
+    .unwrap();
+    wait_for(&bob, &format!("tr[data-action-id=\"{action2}\"]")).await;
+    let rows = bob
+        .find_all(Locator::Css("#actions tbody tr"))
+        .await
+        .unwrap();
+    for row in &rows {
+        assert_eq!(
+            row.attr("data-verdict").await.unwrap().as_deref(),
+            Some("approval")
+        );
+    }
+    let export = raw_client()
+        .get(format!("{url}/console/audit/export.jsonl?agent=bot"))
+        .header("cookie", &alice_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let text = export.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (_, record) = api
+        .call("GET", &format!("/v1/actions/{action}"), &admin, None)
+        .await;
+    let (_, record2) = api
+        .call("GET", &format!("/v1/actions/{action2}"), &admin, None)
+        .await;
+    let expected =
+        record["entries"].as_array().unwrap().len() + record2["entries"].as_array().unwrap().len();
+    assert_eq!(lines.len(), expected, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["seq"].is_u64() && l["action_id"].is_string())
+    );
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
+    );
+    // A session that was signed out exports nothing.
+    let export = raw_client()
+        .get(format!("{url}/console/audit/export.jsonl"))
+        .header("cookie", &dave_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 401, "dave signed out earlier");
 
     bob.close().await.unwrap();
 }

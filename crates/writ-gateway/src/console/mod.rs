@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -41,8 +41,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use writ_identity::apikey::{KeyKind, parse_presented};
-use writ_store::ApprovalState;
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
+use writ_store::{ActionRow, ActionState, ApprovalState, EntryFilter};
 
 use crate::api::{self, Who};
 use crate::gateway::Gateway;
@@ -138,6 +138,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/approvals/{id}/decision", post(decide))
         .route("/console/events", get(events))
         .route("/console/actions/{id}", get(action_page))
+        .route("/console/audit", get(audit_page))
+        .route("/console/audit/export.jsonl", get(audit_export))
         .route("/console/assets/{file}", get(asset))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
@@ -606,6 +608,184 @@ async fn action_page(
     let reader = Who::User(who.user.clone());
     match api::action_record(&c.gw, &reader, &id, Duration::ZERO).await {
         Ok((_, record)) => html(StatusCode::OK, pages::action(&who, &record)),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit explorer
+
+/// The explorer's search: the API's action query (empty fields left out), plus a grant.
+#[derive(Default)]
+pub(crate) struct AuditSearch {
+    pub query: api::ActionQuery,
+    pub grant: Option<String>,
+    /// The fields as given, to fill the form again and to build the export link.
+    pub fields: Vec<(String, String)>,
+}
+
+impl AuditSearch {
+    fn parse(raw: Option<&str>) -> Result<AuditSearch, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(format!("the search could not be read: {e}")))?;
+        let mut search = AuditSearch::default();
+        for (k, v) in pairs {
+            let v = v.trim().to_owned();
+            if v.is_empty() {
+                continue;
+            }
+            // A browser's datetime-local field has no seconds and no zone: read it as UTC.
+            let time = |v: &str| {
+                if v.len() == 16 && v.as_bytes().get(10) == Some(&b'T') {
+                    format!("{v}:00Z")
+                } else {
+                    v.to_owned()
+                }
+            };
+            match k.as_str() {
+                "user" => search.query.user = Some(v.clone()),
+                "agent" => search.query.agent = Some(v.clone()),
+                "connector" => search.query.connector = Some(v.clone()),
+                "verdict" => search.query.verdict = Some(v.clone()),
+                "since" => search.query.since = Some(time(&v)),
+                "before" => search.query.before = Some(time(&v)),
+                "grant" => search.grant = Some(v.clone()),
+                _ => continue,
+            }
+            search.fields.push((k, v));
+        }
+        search.query.limit = Some(500);
+        Ok(search)
+    }
+
+    pub fn field(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// The search as a query string.
+    pub fn query_string(&self) -> String {
+        serde_urlencoded::to_string(&self.fields).unwrap_or_default()
+    }
+}
+
+/// The actions `who` may search that match, newest first: the same filter as `GET /v1/actions`
+/// (a user who is not an admin sees their own agents' actions).
+async fn search_actions(
+    gw: &Gateway,
+    who: &SignedIn,
+    search: &AuditSearch,
+) -> Result<Vec<ActionRow>, ApiError> {
+    let filter = api::action_filter(&search.query, &Who::User(who.user.clone()))?;
+    let mut rows = gw.db.actions(&filter).await?;
+    if let Some(grant) = &search.grant {
+        rows.retain(|a| a.grant.as_deref() == Some(grant.as_str()));
+    }
+    Ok(rows)
+}
+
+/// The verdict an action's state stands for, as the API's `verdict=` filter reads it.
+pub(crate) fn verdict_of(state: ActionState) -> &'static str {
+    match state {
+        ActionState::Succeeded
+        | ActionState::Failed
+        | ActionState::Executing
+        | ActionState::OutcomeUnknown => "allow",
+        ActionState::Denied | ActionState::Rejected => "deny",
+        ActionState::PendingApproval | ActionState::Expired => "approval",
+    }
+}
+
+/// The log's state, for the explorer's header.
+pub(crate) struct LogStatus {
+    pub size: u64,
+    pub checkpoint: Option<(u64, String)>,
+    pub verifier_key: String,
+}
+
+async fn audit_page(
+    State(c): State<Arc<Console>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_login(),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let search = AuditSearch::parse(raw.as_deref())?;
+        let rows = search_actions(&c.gw, &who, &search).await?;
+        let checkpoint = c.gw.db.latest_checkpoint().await?;
+        let status = LogStatus {
+            size: c.gw.db.size().await?,
+            checkpoint: checkpoint.map(|cp| {
+                let at = writ_core::Timestamp::from_micros(cp.created_us)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                (cp.tree_size, at)
+            }),
+            verifier_key: c.gw.checkpoint_signer.verifier().to_string(),
+        };
+        Ok::<_, ApiError>(pages::audit(&who, &search, &rows, &status))
+    }
+    .await;
+    match result {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+/// Every audit entry of the matching actions, in log order, one canonical JSON entry (the exact
+/// bytes of its Merkle leaf) per line.
+async fn audit_export(
+    State(c): State<Arc<Console>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let search = AuditSearch::parse(raw.as_deref())?;
+        let rows = search_actions(&c.gw, &who, &search).await?;
+        let mut entries = Vec::new();
+        for a in &rows {
+            entries.extend(
+                c.gw.db
+                    .query(&EntryFilter {
+                        action_id: Some(a.id.as_str().to_owned()),
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await?,
+            );
+        }
+        entries.sort_by_key(|e| e.seq);
+        let mut body = Vec::new();
+        for e in entries {
+            body.extend_from_slice(&e.entry);
+            body.push(b'\n');
+        }
+        Ok::<_, ApiError>(body)
+    }
+    .await;
+    match result {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"writ-audit.jsonl\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
         Err(e) => error_page(Some(&who), &e),
     }
 }

@@ -8,7 +8,9 @@ use base64::engine::general_purpose::STANDARD;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::{SignedIn, css_url, js_url};
+use writ_store::ActionRow;
+
+use super::{AuditSearch, LogStatus, SignedIn, css_url, js_url, verdict_of};
 
 /// A JSON value as text: strings as they are, arrays joined by commas, null as a dash, the rest
 /// as compact JSON.
@@ -56,6 +58,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                     @if let Some(who) = who {
                         nav {
                             a href="/console/approvals" { "Approvals" }
+                            a href="/console/audit" { "Audit" }
                         }
                         div.me {
                             span.user data-signed-in=(who.user.id.as_str()) {
@@ -183,6 +186,9 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
                 @for d in &decisions {
                     li { (decision_line(d)) }
                 }
+                @if decisions.is_empty() {
+                    li.none { "None yet." }
+                }
             }
             @if may_decide {
                 form.decide method="post" action=(format!("/console/approvals/{id}/decision")) {
@@ -229,22 +235,29 @@ fn decision_line(d: &Value) -> String {
 
 /// The label of each kind of entry, as one step of intent → decision → evaluation → approval →
 /// execution → response, and which payload fields to show for it.
-const STEPS: &[(&str, &str, &[(&str, &str)])] = &[
-    (
-        "requested",
-        "Intent and decision (agent)",
-        &[
+struct Step {
+    kind: &'static str,
+    label: &'static str,
+    /// (label, JSON pointer into the payload)
+    fields: &'static [(&'static str, &'static str)],
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        kind: "requested",
+        label: "Intent and decision (agent)",
+        fields: &[
             ("Intent", "/intent"),
             ("Rationale", "/rationale"),
             ("Operation", "/operation"),
             ("Arguments", "/args"),
             ("Authenticated by", "/auth"),
         ],
-    ),
-    (
-        "evaluated",
-        "Evaluation (policy)",
-        &[
+    },
+    Step {
+        kind: "evaluated",
+        label: "Evaluation (policy)",
+        fields: &[
             ("Verdict", "/verdict"),
             ("Policies", "/policy_ids"),
             ("Reasons", "/reasons"),
@@ -254,22 +267,22 @@ const STEPS: &[(&str, &str, &[(&str, &str)])] = &[
             ("After approval by", "/approvers"),
             ("Shadow disagrees", "/shadow/disagrees"),
         ],
-    ),
-    (
-        "approval_requested",
-        "Approval requested",
-        &[
+    },
+    Step {
+        kind: "approval_requested",
+        label: "Approval requested",
+        fields: &[
             ("Approvers", "/approvers"),
             ("Quorum", "/quorum"),
             ("Expires", "/expires_at"),
             ("Reason", "/reason"),
             ("Gates", "/gates"),
         ],
-    ),
-    (
-        "approval_decided",
-        "Approval decision",
-        &[
+    },
+    Step {
+        kind: "approval_decided",
+        label: "Approval decision",
+        fields: &[
             ("Decision", "/decision"),
             ("Comment", "/comment"),
             ("Accepted", "/accepted"),
@@ -277,11 +290,11 @@ const STEPS: &[(&str, &str, &[(&str, &str)])] = &[
             ("Approvals", "/approvals"),
             ("Quorum", "/quorum"),
         ],
-    ),
-    (
-        "executed",
-        "Execution",
-        &[
+    },
+    Step {
+        kind: "executed",
+        label: "Execution",
+        fields: &[
             ("Outcome", "/outcome"),
             ("Credential", "/credential"),
             ("Upstream status", "/status"),
@@ -289,12 +302,12 @@ const STEPS: &[(&str, &str, &[(&str, &str)])] = &[
             ("Error", "/error"),
             ("Reason", "/reason"),
         ],
-    ),
-    (
-        "responded",
-        "Response",
-        &[("Status", "/status"), ("State", "/state")],
-    ),
+    },
+    Step {
+        kind: "responded",
+        label: "Response",
+        fields: &[("Status", "/status"), ("State", "/state")],
+    },
 ];
 
 pub(super) fn action(who: &SignedIn, r: &Value) -> Markup {
@@ -369,8 +382,8 @@ fn entry(e: &Value) -> Markup {
     let kind = s(e, "/kind");
     let (label, fields): (&str, &[(&str, &str)]) = STEPS
         .iter()
-        .find(|(k, _, _)| *k == kind)
-        .map(|(_, l, f)| (*l, *f))
+        .find(|step| step.kind == kind)
+        .map(|step| (step.label, step.fields))
         .unwrap_or((kind, &[]));
     let mut payload = e.get("payload").cloned().unwrap_or(Value::Null);
     // A re-evaluation nests its verdict (`{"verdict": {"verdict": …, "policy_ids": …}}`); the
@@ -413,4 +426,182 @@ fn entry(e: &Value) -> Markup {
             }
         }
     }
+}
+
+/// The verdicts the chart stacks, bottom to top, with their colours.
+const VERDICTS: &[(&str, &str)] = &[
+    ("allow", "#1d7a3a"),
+    ("approval", "#c98a00"),
+    ("deny", "#b3261e"),
+];
+
+/// Counts of actions by verdict per time bucket (an hour when the actions span two days or
+/// less, else a day), oldest first.
+fn buckets(rows: &[ActionRow]) -> (&'static str, Vec<(String, [usize; 3])>) {
+    const HOUR: i64 = 3_600_000_000;
+    let times: Vec<i64> = rows.iter().map(|a| a.created.as_micros()).collect();
+    let (Some(min), Some(max)) = (times.iter().min(), times.iter().max()) else {
+        return ("hour", Vec::new());
+    };
+    let (unit, width, label_len) = if max - min <= 48 * HOUR {
+        ("hour", HOUR, 13)
+    } else {
+        ("day", 24 * HOUR, 10)
+    };
+    let mut out: std::collections::BTreeMap<i64, [usize; 3]> = Default::default();
+    for a in rows {
+        let key = a.created.as_micros().div_euclid(width);
+        let slot = VERDICTS
+            .iter()
+            .position(|(v, _)| *v == verdict_of(a.state))
+            .unwrap_or(0);
+        out.entry(key).or_default()[slot] += 1;
+    }
+    let labelled = out
+        .into_iter()
+        .map(|(key, counts)| {
+            let label = writ_core::Timestamp::from_micros(key * width)
+                .map(|t| t.to_string().chars().take(label_len).collect::<String>())
+                .unwrap_or_default();
+            (label, counts)
+        })
+        .collect();
+    (unit, labelled)
+}
+
+/// The (top, height, verdict slot) of each non-empty segment of one stacked bar.
+fn stack(counts: &[usize; 3], height: usize, tallest: usize) -> Vec<(usize, usize, usize)> {
+    let mut y = height;
+    let mut out = Vec::new();
+    for (slot, n) in counts.iter().enumerate() {
+        if *n > 0 {
+            let h = (n * height / tallest).max(1);
+            y = y.saturating_sub(h);
+            out.push((y, h, slot));
+        }
+    }
+    out
+}
+
+/// A stacked bar chart as inline SVG (presentation attributes only: the CSP allows no inline
+/// style).
+fn chart(rows: &[ActionRow]) -> Markup {
+    let (unit, data) = buckets(rows);
+    let tallest = data
+        .iter()
+        .map(|(_, c)| c.iter().sum::<usize>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bar = 24usize;
+    let gap = 8usize;
+    let height = 120usize;
+    let width = (data.len() * (bar + gap)).max(bar + gap);
+    html! {
+        figure.chart {
+            svg #verdict-chart viewBox=(format!("0 0 {width} {}", height + 4)) role="img"
+                aria-label=(format!("actions by verdict per {unit}")) preserveAspectRatio="xMinYMax meet" {
+                @for (i, (label, counts)) in data.iter().enumerate() {
+                    g data-bucket=(label) {
+                        title { (label) ": " (counts[0]) " allowed, " (counts[1]) " approval, " (counts[2]) " denied" }
+                        @for (y, h, slot) in stack(counts, height, tallest) {
+                            rect x=(i * (bar + gap)) y=(y) width=(bar) height=(h)
+                                fill=(VERDICTS[slot].1) data-verdict=(VERDICTS[slot].0) data-count=(counts[slot]) {}
+                        }
+                    }
+                }
+            }
+            figcaption {
+                "Actions by verdict per " (unit) ": "
+                @for (verdict, colour) in VERDICTS {
+                    span.legend data-colour=(colour) { (verdict) } " "
+                }
+                @if let (Some((first, _)), Some((last, _))) = (data.first(), data.last()) {
+                    "(" (first) " … " (last) ", UTC)"
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn audit(
+    who: &SignedIn,
+    search: &AuditSearch,
+    rows: &[ActionRow],
+    status: &LogStatus,
+) -> Markup {
+    let input = |name: &str, label: &str, kind: &str| {
+        html! {
+            label { (label)
+                input type=(kind) name=(name) value=(search.field(name));
+            }
+        }
+    };
+    let export = format!("/console/audit/export.jsonl?{}", search.query_string());
+    layout(
+        "Audit",
+        Some(who),
+        html! {
+            h1 { "Audit" }
+            section.logstatus {
+                dl.facts {
+                    dt { "Log size" } dd #log-size { (status.size) " entries" }
+                    dt { "Latest checkpoint" } dd {
+                        @match &status.checkpoint {
+                            Some((size, at)) => { "size " (size) ", signed " (at) }
+                            None => { "none yet" }
+                        }
+                    }
+                    dt { "Log key" } dd.mono { (status.verifier_key) }
+                }
+            }
+            form.search method="get" action="/console/audit" {
+                div.fields {
+                    (input("user", "User", "text"))
+                    (input("agent", "Agent", "text"))
+                    (input("grant", "Grant", "text"))
+                    (input("connector", "Connector", "text"))
+                    label { "Verdict"
+                        select name="verdict" {
+                            @for (value, text) in [("", "any"), ("allow", "allow"), ("approval", "approval"), ("deny", "deny")] {
+                                option value=(value) selected[search.field("verdict") == value] { (text) }
+                            }
+                        }
+                    }
+                    (input("since", "Since (UTC)", "datetime-local"))
+                    (input("before", "Before (UTC)", "datetime-local"))
+                }
+                div.buttons {
+                    button type="submit" { "Search" }
+                    a.export href=(export) download { "Export JSON Lines" }
+                }
+            }
+            @if !user_is_admin(who) {
+                p.hint { "You see the actions of your own agents." }
+            }
+            (chart(rows))
+            p #result-count { (rows.len()) " actions" @if rows.len() >= 500 { " (the newest 500)" } }
+            div.table {
+                table #actions {
+                    thead { tr { th { "Time" } th { "Action" } th { "Agent" } th { "User" } th { "Operation" } th { "State" } } }
+                    tbody {
+                        @for a in rows {
+                            tr data-action-id=(a.id.as_str()) data-verdict=(verdict_of(a.state)) {
+                                td.mono { (a.created.to_string()) }
+                                td.mono { a href=(format!("/console/actions/{}", a.id)) { (a.id.as_str()) } }
+                                td { (a.agent) }
+                                td { (a.user) }
+                                td { (a.connector) "." (a.operation) }
+                                td { span.state data-state=(a.state.as_str()) { (a.state.as_str()) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn user_is_admin(who: &SignedIn) -> bool {
+    who.user.admin
 }

@@ -73,6 +73,7 @@ function buildCard(a) {
   const record = card.querySelector('[data-field="record"]');
   record.href = "/console/actions/" + encodeURIComponent(a.action_id);
   const list = card.querySelector('[data-field="decisions"]');
+  if (decisions.length) list.querySelector(".none")?.remove();
   for (const d of decisions) {
     const li = document.createElement("li");
     li.textContent = decisionLine(d);
