@@ -234,7 +234,7 @@ async fn console_in_a_real_browser() {
     };
     let upstream = Upstream::start(None).await;
     let env = mcp_env(&upstream);
-    let server = env.serve();
+    let mut server = env.serve();
     let admin = server.admin();
     let api = server.api();
     let url = server.url.clone();
@@ -542,6 +542,16 @@ async fn console_in_a_real_browser() {
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("not among this approval"), "{body}");
     assert_eq!(approval_state(&api, &admin, &approval2).await, "pending");
+    // Nor may he revoke alice's grant.
+    let resp = raw_client()
+        .post(format!("{url}/console/grants/{}/revoke", d.grants[1]))
+        .header("cookie", &dave_cookie)
+        .form(&[("csrf", dave_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("only user alice"));
     bob.find(Locator::Css("header.top form button"))
         .await
         .unwrap()
@@ -655,6 +665,117 @@ async fn console_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(export.status(), 401, "dave signed out earlier");
+
+    // Agents and grants: alice grants her agent from the console, then revokes the grant.
+    bob.goto(&format!("{url}/console/identity")).await.unwrap();
+    wait_for(&bob, "tr[data-agent=bot]").await;
+    for g in &d.grants {
+        wait_for(
+            &bob,
+            &format!("article.grant[data-grant=\"{g}\"][data-state=live]"),
+        )
+        .await;
+    }
+    let form = wait_for(&bob, "form.new-grant").await;
+    form.find(Locator::Css("input[name=actions]"))
+        .await
+        .unwrap()
+        .send_keys("github.create_issue")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=max_uses]"))
+        .await
+        .unwrap()
+        .send_keys("3")
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The form posts and the page comes back with the new grant.
+    let deadline = Instant::now() + PATIENCE;
+    while bob
+        .find_all(Locator::Css("article.grant"))
+        .await
+        .unwrap()
+        .len()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the new grant did not appear");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = api.call("GET", "/v1/grants", &d.keys["alice"], None).await;
+    assert_eq!(s, 200, "{v}");
+    let grants = v["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 3, "{v}");
+    let new_grant = grants
+        .iter()
+        .find(|g| !d.grants.iter().any(|known| g["id"] == known.as_str()))
+        .unwrap();
+    assert_eq!(new_grant["actions"], json!(["github.create_issue"]));
+    assert_eq!(new_grant["max_uses"], 3);
+    let new_id = new_grant["id"].as_str().unwrap().to_owned();
+    let card = wait_for(
+        &bob,
+        &format!("article.grant[data-grant=\"{new_id}\"][data-state=live]"),
+    )
+    .await;
+    card.find(Locator::Css("form.revoke button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &bob,
+        &format!("article.grant[data-grant=\"{new_id}\"][data-state=revoked]"),
+    )
+    .await;
+    let (_, v) = api.call("GET", "/v1/grants", &d.keys["alice"], None).await;
+    let revoked = v["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == new_id.as_str())
+        .unwrap();
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    // The policy view is for admins.
+    bob.goto(&format!("{url}/console/policy")).await.unwrap();
+    let error = wait_for(&bob, "section.error").await;
+    assert_eq!(
+        error.attr("data-status").await.unwrap().as_deref(),
+        Some("403")
+    );
+    bob.find(Locator::Css("header.top form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&bob, "#api_key").await;
+    sign_in(&bob, &url, &admin).await;
+    bob.goto(&format!("{url}/console/policy")).await.unwrap();
+    let version = wait_for(&bob, "#bundle-version")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (_, ready) = api.call("GET", "/readyz", "", None).await;
+    assert_eq!(version, ready["policy"].as_str().unwrap());
+    wait_for(&bob, "tr[data-policy=merge-to-main-needs-maintainer]").await;
+    wait_for(&bob, "#no-disagreements").await;
+
+    // A live inbox does not hold the server up when it is asked to stop.
+    bob.goto(&format!("{url}/console/approvals")).await.unwrap();
+    wait_for(&bob, "#live-status[data-live=open]").await;
+    let status = tokio::task::block_in_place(|| server.terminate(PATIENCE));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "writ serve did not stop on SIGTERM with a live inbox open: {status:?}"
+    );
 
     bob.close().await.unwrap();
 }

@@ -743,24 +743,24 @@ async fn decide(
 // ---------------------------------------------------------------------------------------------
 // Identity: grants, users, agents, tokens
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct GrantRequest {
+pub(crate) struct GrantRequest {
     #[serde(default)]
-    user: Option<String>,
-    agent: String,
-    actions: Vec<String>,
+    pub user: Option<String>,
+    pub agent: String,
+    pub actions: Vec<String>,
     #[serde(default)]
-    resources: Vec<String>,
+    pub resources: Vec<String>,
     #[serde(default)]
-    constraints: Vec<writ_identity::Constraint>,
+    pub constraints: Vec<writ_identity::Constraint>,
     /// Seconds from now (default one day).
     #[serde(default)]
-    expires_in: Option<u64>,
+    pub expires_in: Option<u64>,
     #[serde(default)]
-    max_uses: Option<u64>,
+    pub max_uses: Option<u64>,
     #[serde(default)]
-    sum_budget: Option<writ_identity::SumBudget>,
+    pub sum_budget: Option<writ_identity::SumBudget>,
 }
 
 async fn admin_entry(gw: &Gateway, actor: &str, payload: Value) -> Result<(), ApiError> {
@@ -787,6 +787,23 @@ async fn create_grant(
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: GrantRequest = parse(&body)?;
+    let grant = issue_grant(&gw, &user, req).await?;
+    ok(
+        201,
+        grant_json(&writ_store::identity::StoredGrant {
+            grant,
+            usage: Default::default(),
+        }),
+    )
+}
+
+/// Issues a grant on `user`'s authority (for themselves, or for anyone when an admin), and
+/// logs it. The API and the console both grant through this.
+pub(crate) async fn issue_grant(
+    gw: &Gateway,
+    user: &UserRecord,
+    req: GrantRequest,
+) -> Result<writ_identity::Grant, ApiError> {
     let now = Timestamp::now();
     let for_user = match req.user {
         Some(u) => UserId::new(u).map_err(|e| ApiError::bad_request(e.to_string()))?,
@@ -825,31 +842,33 @@ async fn create_grant(
     })?;
     gw.db.add_grant(&grant).await?;
     admin_entry(
-        &gw,
+        gw,
         &format!("user:{}", user.id),
         json!({"event": "grant.created", "grant": grant}),
     )
     .await?;
-    ok(
-        201,
-        grant_json(&writ_store::identity::StoredGrant {
-            grant,
-            usage: Default::default(),
-        }),
-    )
+    Ok(grant)
 }
 
 async fn list_grants(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
-    let filter = GrantFilter {
-        user: (!user.admin).then(|| user.id.clone()),
-        agent: None,
-    };
-    let grants = gw.db.grants(&filter).await?;
+    let grants = visible_grants(&gw, &user).await?;
     ok(
         200,
         json!({"grants": grants.iter().map(grant_json).collect::<Vec<_>>()}),
     )
+}
+
+/// The grants `user` may see: their own, or every grant for an admin.
+pub(crate) async fn visible_grants(
+    gw: &Gateway,
+    user: &UserRecord,
+) -> Result<Vec<writ_store::identity::StoredGrant>, ApiError> {
+    let filter = GrantFilter {
+        user: (!user.admin).then(|| user.id.clone()),
+        agent: None,
+    };
+    Ok(gw.db.grants(&filter).await?)
 }
 
 async fn revoke_grant(
@@ -858,6 +877,17 @@ async fn revoke_grant(
     headers: HeaderMap,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
+    let (id, revoked) = withdraw_grant(&gw, &user, &id).await?;
+    ok(200, json!({"grant": id.as_str(), "revoked": revoked}))
+}
+
+/// Revokes grant `id` if `user` is its user or an admin, and logs it. Returns whether this call
+/// revoked it (false when it already was).
+pub(crate) async fn withdraw_grant(
+    gw: &Gateway,
+    user: &UserRecord,
+    id: &str,
+) -> Result<(GrantId, bool), ApiError> {
     let id = GrantId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let grant = gw
         .db
@@ -872,12 +902,12 @@ async fn revoke_grant(
     }
     let revoked = gw.db.revoke_grant(&id, Timestamp::now()).await?;
     admin_entry(
-        &gw,
+        gw,
         &format!("user:{}", user.id),
         json!({"event": "grant.revoked", "grant": id.as_str()}),
     )
     .await?;
-    ok(200, json!({"grant": id.as_str(), "revoked": revoked}))
+    Ok((id, revoked))
 }
 
 #[derive(Deserialize)]
@@ -987,14 +1017,21 @@ async fn create_agent(
 
 async fn list_agents(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
-    let agents: Vec<AgentRecord> = gw
+    ok(200, json!({"agents": visible_agents(&gw, &user).await?}))
+}
+
+/// The agents `user` may see: their own, or every agent for an admin.
+pub(crate) async fn visible_agents(
+    gw: &Gateway,
+    user: &UserRecord,
+) -> Result<Vec<AgentRecord>, ApiError> {
+    Ok(gw
         .db
         .agents()
         .await?
         .into_iter()
         .filter(|a| user.admin || a.owner == user.id)
-        .collect();
-    ok(200, json!({"agents": agents}))
+        .collect())
 }
 
 async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {

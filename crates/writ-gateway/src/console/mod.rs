@@ -139,6 +139,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/events", get(events))
         .route("/console/actions/{id}", get(action_page))
         .route("/console/audit", get(audit_page))
+        .route("/console/identity", get(identity_page))
+        .route("/console/grants", post(create_grant))
+        .route("/console/grants/{id}/revoke", post(revoke_grant))
+        .route("/console/policy", get(policy_page))
         .route("/console/audit/export.jsonl", get(audit_export))
         .route("/console/assets/{file}", get(asset))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -789,6 +793,163 @@ async fn audit_export(
         Err(e) => error_page(Some(&who), &e),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identity and policy
+
+async fn identity_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_login(),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let agents = api::visible_agents(&c.gw, &who.user).await?;
+        let grants = api::visible_grants(&c.gw, &who.user).await?;
+        Ok::<_, ApiError>(pages::identity(&who, &agents, &grants))
+    }
+    .await;
+    match result {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    actions: String,
+    #[serde(default)]
+    resources: String,
+    #[serde(default)]
+    expires_hours: String,
+    #[serde(default)]
+    max_uses: String,
+}
+
+/// Words separated by commas or white space.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A new grant on the signed-in user's authority, through the API's own [`api::issue_grant`].
+async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let f: GrantForm = form(&body)?;
+        check_post(&c.gw, &headers, &who, &f.csrf)?;
+        let number = |text: &str, what: &str| {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse::<u64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("{what} must be a whole number")))
+        };
+        let request = api::GrantRequest {
+            agent: f.agent.trim().to_owned(),
+            actions: words(&f.actions),
+            resources: words(&f.resources),
+            expires_in: number(&f.expires_hours, "the expiry in hours")?
+                .map(|h| h.saturating_mul(3600)),
+            max_uses: number(&f.max_uses, "the use limit")?,
+            ..Default::default()
+        };
+        if request.actions.is_empty() {
+            return Err(ApiError::bad_request(
+                "name at least one action, such as github.create_issue or github.*",
+            ));
+        }
+        api::issue_grant(&c.gw, &who.user, request).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to("/console/identity").into_response(),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+async fn revoke_grant(
+    State(c): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let f: CsrfForm = form(&body)?;
+        check_post(&c.gw, &headers, &who, &f.csrf)?;
+        api::withdraw_grant(&c.gw, &who.user, &id).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to("/console/identity").into_response(),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+/// The serving policy bundle, its shadow candidate and the recent disagreements between them:
+/// for admins, as `GET /v1/admin/policy`.
+async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_login(),
+        Err(e) => return error_page(None, &e),
+    };
+    if !who.user.admin {
+        let e = ApiError::forbidden(format!(
+            "user {} is not an admin; the policy view is for admins",
+            who.user.id
+        ));
+        return error_page(Some(&who), &e);
+    }
+    let result = async {
+        let size = c.gw.db.size().await?;
+        let recent =
+            c.gw.db
+                .query(&EntryFilter {
+                    kind: Some(writ_core::EntryKind::Evaluated),
+                    after_seq: size.checked_sub(SHADOW_WINDOW + 1),
+                    limit: u32::try_from(SHADOW_WINDOW).unwrap_or(u32::MAX),
+                    ..Default::default()
+                })
+                .await?;
+        let mut disagreements = Vec::new();
+        for e in recent.iter().rev() {
+            let entry = e.decode().map_err(|err| {
+                ApiError::internal(format!("entry {} is unreadable: {err}", e.seq))
+            })?;
+            if entry.payload.pointer("/shadow/disagrees") == Some(&Value::Bool(true)) {
+                disagreements.push(entry);
+            }
+        }
+        Ok::<_, ApiError>(pages::policy(&who, &c.gw.policy, &disagreements))
+    }
+    .await;
+    match result {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+/// How many of the latest log entries the policy view searches for shadow disagreements.
+const SHADOW_WINDOW: u64 = 5000;
 
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.name == file) {

@@ -59,6 +59,8 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                         nav {
                             a href="/console/approvals" { "Approvals" }
                             a href="/console/audit" { "Audit" }
+                            a href="/console/identity" { "Agents & grants" }
+                            @if who.user.admin { a href="/console/policy" { "Policy" } }
                         }
                         div.me {
                             span.user data-signed-in=(who.user.id.as_str()) {
@@ -604,4 +606,173 @@ pub(super) fn audit(
 
 fn user_is_admin(who: &SignedIn) -> bool {
     who.user.admin
+}
+
+pub(super) fn identity(
+    who: &SignedIn,
+    agents: &[writ_store::identity::AgentRecord],
+    grants: &[writ_store::identity::StoredGrant],
+) -> Markup {
+    let now = writ_core::Timestamp::now();
+    let own_agents: Vec<&writ_store::identity::AgentRecord> =
+        agents.iter().filter(|a| a.owner == who.user.id).collect();
+    layout(
+        "Agents and grants",
+        Some(who),
+        html! {
+            h1 { "Agents and grants" }
+            h2 { @if who.user.admin { "Agents" } @else { "Your agents" } }
+            @if agents.is_empty() {
+                p.empty { "No agents yet. Register one with the API or `writ agents add`." }
+            } @else {
+                div.table {
+                    table #agents {
+                        thead { tr { th { "Agent" } th { "Owner" } th { "Key" } th { "Registered" } } }
+                        tbody {
+                            @for a in agents {
+                                tr data-agent=(a.id.as_str()) {
+                                    td { (a.id.as_str()) }
+                                    td { (a.owner.as_str()) }
+                                    td { @if a.public_key.is_some() { "API key and public key" } @else { "API key" } }
+                                    td.mono { (a.created_at.to_string()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Grants" }
+            @if grants.is_empty() {
+                p.empty { "No grants yet." }
+            }
+            @for g in grants {
+                @let grant = &g.grant;
+                @let state = if grant.revoked_at.is_some() { "revoked" } else if grant.spec.expires_at <= now { "expired" } else { "live" };
+                article.grant data-grant=(grant.id.as_str()) data-state=(state) {
+                    header {
+                        h3.mono { (grant.id.as_str()) }
+                        span.state data-state=(state) { (state) }
+                    }
+                    dl.facts {
+                        dt { "Agent" } dd { (grant.spec.agent.as_str()) }
+                        dt { "For user" } dd { (grant.spec.user.as_str()) }
+                        dt { "Actions" } dd { (grant.spec.actions.join(", ")) }
+                        dt { "Resources" } dd { @if grant.spec.resources.is_empty() { "any" } @else { (grant.spec.resources.join(", ")) } }
+                        @if !grant.spec.constraints.is_empty() {
+                            dt { "Constraints" } dd { pre { (serde_json::to_string_pretty(&grant.spec.constraints).unwrap_or_default()) } }
+                        }
+                        dt { "Uses" } dd {
+                            (g.usage.uses)
+                            @if let Some(max) = grant.spec.max_uses { " of " (max) }
+                        }
+                        dt { "Expires" } dd.mono { (grant.spec.expires_at.to_string()) }
+                        dt { "Granted by" } dd { (grant.created_by.as_str()) " at " (grant.created_at.to_string()) }
+                        @if let Some(at) = grant.revoked_at {
+                            dt { "Revoked" } dd.mono { (at.to_string()) }
+                        }
+                    }
+                    @if grant.revoked_at.is_none() && (who.user.admin || grant.spec.user == who.user.id) {
+                        form.revoke method="post" action=(format!("/console/grants/{}/revoke", grant.id)) {
+                            input type="hidden" name="csrf" value=(who.csrf);
+                            button.deny type="submit" { "Revoke" }
+                        }
+                    }
+                }
+            }
+            h2 { "Grant one of your agents" }
+            @if own_agents.is_empty() {
+                p.empty { "You have no agents to grant to." }
+            } @else {
+                form.new-grant method="post" action="/console/grants" {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    div.fields {
+                        label { "Agent"
+                            select name="agent" {
+                                @for a in &own_agents { option value=(a.id.as_str()) { (a.id.as_str()) } }
+                            }
+                        }
+                        label { "Actions (comma-separated, e.g. github.create_issue or github.*)"
+                            input type="text" name="actions" required;
+                        }
+                        label { "Resources (optional globs, e.g. acme/*)"
+                            input type="text" name="resources";
+                        }
+                        label { "Expires in (hours)"
+                            input type="number" name="expires_hours" min="1" max="8784" value="24";
+                        }
+                        label { "At most this many uses (optional)"
+                            input type="number" name="max_uses" min="1";
+                        }
+                    }
+                    div.buttons { button.approve type="submit" { "Grant" } }
+                }
+            }
+        },
+    )
+}
+
+pub(super) fn policy(
+    who: &SignedIn,
+    engine: &writ_policy::PolicyEngine,
+    disagreements: &[writ_core::AuditEntry],
+) -> Markup {
+    let bundle = engine.current();
+    let candidate = engine.candidate();
+    layout(
+        "Policy",
+        Some(who),
+        html! {
+            h1 { "Policy" }
+            dl.facts {
+                dt { "Serving" } dd.mono #bundle-version { (bundle.version().to_string()) }
+                dt { "Directory" } dd.mono { (bundle.dir().map(|d| d.display().to_string()).unwrap_or_else(|| "the embedded example bundle".to_owned())) }
+                dt { "Last reload" } dd {
+                    @match engine.last_reload_error() {
+                        Some(e) => span.problem { "refused: " (e) }
+                        None => "ok",
+                    }
+                }
+                dt { "Shadow candidate" } dd.mono {
+                    @match &candidate { Some(c) => (c.version().to_string()), None => "none" }
+                }
+            }
+            h2 { "Policies" }
+            div.table {
+                table #policies {
+                    thead { tr { th { "Policy" } th { "Effect" } th { "Reason" } th { "Where" } } }
+                    tbody {
+                        @for p in bundle.policies() {
+                            @let info = serde_json::to_value(p).unwrap_or(Value::Null);
+                            tr data-policy=(p.id) {
+                                td { (p.id) }
+                                td { (text(info.get("effect"))) @if p.gate.is_some() { " (approval gate)" } }
+                                td { (p.reason.as_deref().unwrap_or("—")) }
+                                td.mono { (p.file.display().to_string()) ":" (p.line) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Shadow disagreements" }
+            @if disagreements.is_empty() {
+                p.empty #no-disagreements { "None among the latest entries." }
+            } @else {
+                div.table {
+                    table #disagreements {
+                        thead { tr { th { "Time" } th { "Action" } th { "Serving" } th { "Candidate" } } }
+                        tbody {
+                            @for e in disagreements {
+                                tr {
+                                    td.mono { (e.time.to_string()) }
+                                    td.mono { a href=(format!("/console/actions/{}", e.action_id)) { (e.action_id.as_str()) } }
+                                    td { (text(e.payload.get("verdict"))) }
+                                    td { (text(e.payload.pointer("/shadow/candidate_verdict/verdict"))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
