@@ -657,6 +657,26 @@ async fn console_in_a_real_browser() {
             .windows(2)
             .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
     );
+    let ocsf = raw_client()
+        .get(format!("{url}/console/audit/export.ocsf.jsonl?agent=bot"))
+        .header("cookie", &alice_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = ocsf
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), expected, "{ocsf}");
+    assert!(events.iter().all(|e| e["class_uid"] == 6003));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["metadata"]["correlation_uid"] == action.as_str())
+    );
     // A session that was signed out exports nothing.
     let export = raw_client()
         .get(format!("{url}/console/audit/export.jsonl"))

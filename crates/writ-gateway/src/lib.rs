@@ -4,7 +4,7 @@
 //! execute → respond, every step committed with its audit entry); [`api`] is the HTTP API over
 //! it; [`mcp`] serves the same pipeline to MCP clients at `/mcp`; [`gateway`] holds the shared
 //! state and background work; [`config`] reads `writ.toml`; [`console`] is the web console at
-//! `/console` over the same functions as the API.
+//! `/console` over the same functions as the API; [`ocsf`] maps audit entries to OCSF events.
 
 pub mod api;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod examples;
 pub mod gateway;
 pub mod mcp;
 pub mod metrics;
+pub mod ocsf;
 pub mod pipeline;
 pub mod ratelimit;
 

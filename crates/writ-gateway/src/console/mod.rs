@@ -144,6 +144,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/grants/{id}/revoke", post(revoke_grant))
         .route("/console/policy", get(policy_page))
         .route("/console/audit/export.jsonl", get(audit_export))
+        .route("/console/audit/export.ocsf.jsonl", get(audit_export_ocsf))
         .route("/console/assets/{file}", get(asset))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
@@ -749,13 +750,27 @@ async fn audit_export(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
+    export(&c, raw.as_deref(), &headers, false).await
+}
+
+/// The same entries as OCSF API Activity events, one per line (as `writ audit export --format
+/// ocsf`).
+async fn audit_export_ocsf(
+    State(c): State<Arc<Console>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    export(&c, raw.as_deref(), &headers, true).await
+}
+
+async fn export(c: &Console, raw: Option<&str>, headers: &HeaderMap, ocsf: bool) -> Response {
+    let who = match c.signed_in(headers).await {
         Ok(Some(who)) => who,
         Ok(None) => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
         Err(e) => return error_page(None, &e),
     };
     let result = async {
-        let search = AuditSearch::parse(raw.as_deref())?;
+        let search = AuditSearch::parse(raw)?;
         let rows = search_actions(&c.gw, &who, &search).await?;
         let mut entries = Vec::new();
         for a in &rows {
@@ -772,7 +787,16 @@ async fn audit_export(
         entries.sort_by_key(|e| e.seq);
         let mut body = Vec::new();
         for e in entries {
-            body.extend_from_slice(&e.entry);
+            if ocsf {
+                let entry = e.decode().map_err(|err| {
+                    ApiError::internal(format!("entry {} is unreadable: {err}", e.seq))
+                })?;
+                let event = crate::ocsf::api_activity(&entry, &e);
+                serde_json::to_writer(&mut body, &event)
+                    .map_err(|err| ApiError::internal(err.to_string()))?;
+            } else {
+                body.extend_from_slice(&e.entry);
+            }
             body.push(b'\n');
         }
         Ok::<_, ApiError>(body)
@@ -784,7 +808,11 @@ async fn audit_export(
                 (header::CONTENT_TYPE, "application/x-ndjson"),
                 (
                     header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"writ-audit.jsonl\"",
+                    if ocsf {
+                        "attachment; filename=\"writ-audit.ocsf.jsonl\""
+                    } else {
+                        "attachment; filename=\"writ-audit.jsonl\""
+                    },
                 ),
             ],
             body,

@@ -540,6 +540,7 @@ pub(super) fn audit(
         }
     };
     let export = format!("/console/audit/export.jsonl?{}", search.query_string());
+    let export_ocsf = format!("/console/audit/export.ocsf.jsonl?{}", search.query_string());
     layout(
         "Audit",
         Some(who),
@@ -576,6 +577,7 @@ pub(super) fn audit(
                 div.buttons {
                     button type="submit" { "Search" }
                     a.export href=(export) download { "Export JSON Lines" }
+                    a.export href=(export_ocsf) download { "Export OCSF" }
                 }
             }
             @if !user_is_admin(who) {
