@@ -788,9 +788,46 @@ async fn console_in_a_real_browser() {
     wait_for(&bob, "tr[data-policy=merge-to-main-needs-maintainer]").await;
     wait_for(&bob, "#no-disagreements").await;
 
-    // A live inbox does not hold the server up when it is asked to stop.
+    // The admin's inbox shows the pending request (no buttons: not a maintainer); when bob
+    // approves it through the API, the card closes live.
     bob.goto(&format!("{url}/console/approvals")).await.unwrap();
     wait_for(&bob, "#live-status[data-live=open]").await;
+    wait_for(
+        &bob,
+        &format!("article.approval[data-approval-id=\"{approval2}\"]"),
+    )
+    .await;
+    assert!(
+        bob.find_all(Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{approval2}/decision"),
+            &d.keys["bob"],
+            Some(json!({"decision": "approve"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for(
+        &bob,
+        &format!("article.approval.closed[data-approval-id=\"{approval2}\"]"),
+    )
+    .await;
+    assert_eq!(upstream.count("merge/8"), 1);
+    // An unknown console page is an HTML 404 with the console's headers.
+    let resp = raw_client()
+        .get(format!("{url}/console/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.headers().contains_key("content-security-policy"));
+
+    // A live inbox does not hold the server up when it is asked to stop.
     let status = tokio::task::block_in_place(|| server.terminate(PATIENCE));
     assert!(
         status.is_some_and(|s| s.success()),

@@ -689,22 +689,42 @@ pub(crate) async fn visible_approvals(
     state: Option<ApprovalState>,
     limit: u32,
 ) -> Result<Vec<Value>, ApiError> {
-    let rows = gw.db.approvals(state, limit).await?;
     let mut items = Vec::new();
-    for a in rows.iter().filter(|a| {
+    for a in visible_approval_rows(gw, user, state, limit).await? {
+        items.push(approval_item(gw, user, &a).await?);
+    }
+    Ok(items)
+}
+
+/// The rows of [`visible_approvals`], without their views.
+pub(crate) async fn visible_approval_rows(
+    gw: &Gateway,
+    user: &UserRecord,
+    state: Option<ApprovalState>,
+    limit: u32,
+) -> Result<Vec<ApprovalRow>, ApiError> {
+    let mut rows = gw.db.approvals(state, limit).await?;
+    rows.retain(|a| {
         user.admin
             || a.user == user.id.as_str()
             || pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
-    }) {
-        let mut v = approval_view(gw, a).await?;
-        v["you_may_decide"] = json!(
-            a.state == ApprovalState::Pending
-                && a.user != user.id.as_str()
-                && pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
-        );
-        items.push(v);
-    }
-    Ok(items)
+    });
+    Ok(rows)
+}
+
+/// One approval as `user` sees it in a list: its view and whether they may decide it.
+pub(crate) async fn approval_item(
+    gw: &Gateway,
+    user: &UserRecord,
+    a: &ApprovalRow,
+) -> Result<Value, ApiError> {
+    let mut v = approval_view(gw, a).await?;
+    v["you_may_decide"] = json!(
+        a.state == ApprovalState::Pending
+            && a.user != user.id.as_str()
+            && pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
+    );
+    Ok(v)
 }
 
 async fn show_approval(

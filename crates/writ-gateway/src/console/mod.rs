@@ -57,6 +57,8 @@ const MAX_SESSIONS: usize = 10_000;
 /// How often the live inbox looks at the store even when this process saw no change (another
 /// replica may have made one).
 const EVENTS_POLL: Duration = Duration::from_secs(2);
+/// The least time between two looks of one live inbox, however many changes happen.
+const EVENTS_MIN_INTERVAL: Duration = Duration::from_millis(250);
 
 const SESSION_COOKIE: &str = "writ_session";
 const LOGIN_COOKIE: &str = "writ_login";
@@ -146,6 +148,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/audit/export.jsonl", get(audit_export))
         .route("/console/audit/export.ocsf.jsonl", get(audit_export_ocsf))
         .route("/console/assets/{file}", get(asset))
+        .route("/console/{*rest}", get(console_not_found))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
@@ -979,6 +982,14 @@ async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respo
 /// How many of the latest log entries the policy view searches for shadow disagreements.
 const SHADOW_WINDOW: u64 = 5000;
 
+async fn console_not_found(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let who = c.signed_in(&headers).await.ok().flatten();
+    error_page(
+        who.as_ref(),
+        &ApiError::not_found("there is no such page in the console"),
+    )
+}
+
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.name == file) {
         Some(a) => (
@@ -1015,7 +1026,7 @@ impl Watch {
         let Some(who) = self.console.signed_in(&self.headers).await? else {
             return Ok(false);
         };
-        let items = api::visible_approvals(
+        let rows = api::visible_approval_rows(
             &self.console.gw,
             &who.user,
             Some(ApprovalState::Pending),
@@ -1023,12 +1034,10 @@ impl Watch {
         )
         .await?;
         let mut now: HashSet<String> = HashSet::new();
-        for item in &items {
-            let Some(id) = item.get("id").and_then(Value::as_str) else {
-                continue;
-            };
-            now.insert(id.to_owned());
-            if !self.known.contains(id) {
+        for row in &rows {
+            now.insert(row.id.clone());
+            if !self.known.contains(&row.id) {
+                let item = api::approval_item(&self.console.gw, &who.user, row).await?;
                 self.queue
                     .push_back(Event::default().event("approval").data(item.to_string()));
             }
@@ -1074,6 +1083,12 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     _ = w.changes.changed() => {}
                     _ = tokio::time::sleep(EVENTS_POLL) => {}
                 }
+                // Under a burst of changes, one look per interval is enough.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(EVENTS_MIN_INTERVAL) => {}
+                }
+                w.changes.mark_unchanged();
             }
             w.first = false;
             match w.look().await {
