@@ -334,6 +334,11 @@ async fn console_in_a_real_browser() {
         "the page shows the API key"
     );
     screenshot(&bob, "console-approvals.png").await;
+    if std::env::var("WRIT_SCREENSHOTS").as_deref() == Ok("1") {
+        bob.set_window_size(390, 1100).await.unwrap();
+        screenshot(&bob, "console-phone.png").await;
+        bob.set_window_size(1100, 1400).await.unwrap();
+    }
 
     // bob approves with a comment: the same pipeline as the API, then Writ executes the merge.
     card.find(Locator::Css("textarea[name=comment]"))
