@@ -435,6 +435,51 @@ async fn console_in_a_real_browser() {
     assert!(!page.contains(common::SECRET));
     screenshot(&bob, "console-action.png").await;
 
+    // The browser's inclusion check agrees with writ-audit's on every leaf of every tree of up
+    // to 33 leaves, and on the same proofs presented for the wrong leaf index.
+    let mut tree = writ_audit::MemoryTree::new();
+    let mut cases = Vec::new();
+    let mut expected_results = Vec::new();
+    for size in 1..=33u64 {
+        tree.push(writ_audit::leaf_hash(&size.to_be_bytes()));
+        let root = tree.root(size).unwrap();
+        for index in 0..size {
+            let proof = tree.inclusion_proof(index, size).unwrap();
+            let leaf = tree.node(writ_audit::NodeId::new(0, index)).unwrap();
+            for claimed in [index, (index + 1) % size] {
+                expected_results.push(
+                    writ_audit::verify_inclusion(&leaf, claimed, size, &proof, &root).is_ok(),
+                );
+                cases.push(json!({
+                    "leaf": leaf.to_hex(), "index": claimed, "size": size, "root": root.to_hex(),
+                    "proof": proof.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+                }));
+            }
+        }
+    }
+    let results = bob
+        .execute(
+            r#"const cases = arguments[0];
+               return (async () => {
+                 const out = [];
+                 for (const c of cases) {
+                   try {
+                     await verifyInclusion(hexdecode(c.leaf), BigInt(c.index), BigInt(c.size),
+                                           c.proof.map(hexdecode), hexdecode(c.root));
+                     out.push(true);
+                   } catch (_) {
+                     out.push(false);
+                   }
+                 }
+                 return out;
+               })();"#,
+            vec![json!(cases)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results, json!(expected_results));
+    assert!(expected_results.iter().any(|ok| !ok));
+
     // The browser's verifier really checks: one changed byte in an entry, or in the signed
     // checkpoint, and it says FAILED with the reason.
     let tampered = bob
