@@ -778,3 +778,87 @@ pub(super) fn policy(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn values_read_as_text() {
+        for (value, expected) in [
+            (json!(null), "—"),
+            (json!(""), "—"),
+            (json!([]), "—"),
+            (json!("x"), "x"),
+            (json!(["a", "b"]), "a, b"),
+            (json!(3), "3"),
+            (json!({"k": 1}), "{\"k\":1}"),
+        ] {
+            assert_eq!(text(Some(&value)), expected, "{value}");
+        }
+        assert_eq!(text(None), "—");
+    }
+
+    #[test]
+    fn bars_stack_from_the_bottom() {
+        // (counts, height, tallest) → (top, height, slot) of each segment
+        for (counts, expected) in [
+            ([0, 0, 0], vec![]),
+            ([1, 0, 0], vec![(60, 60, 0)]),
+            ([1, 1, 0], vec![(60, 60, 0), (0, 60, 1)]),
+            ([0, 0, 2], vec![(0, 120, 2)]),
+        ] {
+            assert_eq!(stack(&counts, 120, 2), expected, "{counts:?}");
+        }
+    }
+
+    fn action_at(micros: i64, state: writ_store::ActionState) -> ActionRow {
+        let t = writ_core::Timestamp::from_micros(micros)
+            .unwrap_or_else(|_| writ_core::Timestamp::now());
+        ActionRow {
+            id: writ_core::ActionId::generate(),
+            agent: "bot".into(),
+            user: "alice".into(),
+            grant: None,
+            connector: "github".into(),
+            operation: "create_issue".into(),
+            action_hash: String::new(),
+            idempotency_key: None,
+            state,
+            request: json!({}),
+            result: None,
+            created: t,
+            updated: t,
+        }
+    }
+
+    #[test]
+    fn actions_are_counted_by_verdict_per_hour_or_day() {
+        use writ_store::ActionState::*;
+        const HOUR: i64 = 3_600_000_000;
+        let base = 1_780_000_000 * 1_000_000 / HOUR * HOUR;
+        let rows = vec![
+            action_at(base, Succeeded),
+            action_at(base + 10, Denied),
+            action_at(base + HOUR, PendingApproval),
+            action_at(base + HOUR + 1, Rejected),
+        ];
+        let (unit, data) = buckets(&rows);
+        assert_eq!(unit, "hour");
+        assert_eq!(
+            data.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+            vec![[1, 0, 1], [0, 1, 1]]
+        );
+        let rows = vec![
+            action_at(base, Succeeded),
+            action_at(base + 72 * HOUR, Expired),
+        ];
+        let (unit, data) = buckets(&rows);
+        assert_eq!(unit, "day");
+        assert_eq!(data.len(), 2);
+        assert_eq!(data[0].0.len(), 10, "{data:?}");
+        assert_eq!(buckets(&[]).1.len(), 0);
+    }
+}
