@@ -318,6 +318,7 @@ async fn console_in_a_real_browser() {
         "alice",
         &d.grants[0],
         "ship the fix in pull request 7",
+        "github.*, until",
         "CI is green and the change was reviewed",
         "merge-to-main-needs-maintainer",
         "merging into main needs the approval of a maintainer",
@@ -530,6 +531,16 @@ async fn console_in_a_real_browser() {
         &format!("article.approval[data-approval-id=\"{approval2}\"] button.approve"),
     )
     .await;
+    let rendered = bob
+        .find(Locator::Css(&format!(
+            "article.approval[data-approval-id=\"{approval2}\"]"
+        )))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(rendered.contains("github.*, until"), "{rendered}");
     let bob_cookie = session_cookie(&bob).await;
     let bob_csrf = csrf_of(&bob).await;
     for form in [

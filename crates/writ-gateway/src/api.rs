@@ -656,6 +656,17 @@ pub(crate) async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value
             "policy_ids": action.result.as_ref().and_then(|r| r.pointer("/verdict/policy_ids")),
             "bundle_version": action.result.as_ref().and_then(|r| r.pointer("/verdict/bundle_version")),
         });
+        // What the grant allows, so that an approver sees the authority the agent acts under.
+        if let Some(id) = action.grant.as_deref().and_then(|g| GrantId::new(g).ok())
+            && let Some(g) = gw.db.grant(&id).await?
+        {
+            v["action"]["grant_scope"] = json!({
+                "actions": g.grant.spec.actions,
+                "resources": g.grant.spec.resources,
+                "expires_at": g.grant.spec.expires_at.to_string(),
+                "revoked": g.grant.revoked_at.is_some(),
+            });
+        }
     }
     v["decisions"] = json!(gw.db.decisions(&a.id).await?.iter().map(|d| json!({
         "approver": d.approver, "decision": d.decision.as_str(), "comment": d.comment, "time": d.time.to_string()

@@ -165,6 +165,7 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
                 dt { "Agent" } dd data-field="agent" { (s(a, "/action/agent")) }
                 dt { "Acting for" } dd data-field="user" { (s(a, "/action/user")) }
                 dt { "Grant" } dd data-field="grant" { (text(a.pointer("/action/grant"))) }
+                dt { "Grant allows" } dd data-field="grant-scope" { (grant_scope(a.pointer("/action/grant_scope"))) }
                 dt { "Intent" } dd data-field="intent" { (text(a.pointer("/action/intent"))) }
                 dt { "Rationale" } dd data-field="rationale" { (text(a.pointer("/action/rationale"))) }
                 dt { "Policy gate" } dd data-field="gate" { (text(a.pointer("/action/policy_ids"))) }
@@ -215,6 +216,28 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
             }
         }
     }
+}
+
+/// A grant's scope in a line: its actions, resources and expiry.
+fn grant_scope(scope: Option<&Value>) -> String {
+    let Some(scope) = scope.filter(|s| s.is_object()) else {
+        return "—".to_owned();
+    };
+    let mut line = text(scope.get("actions"));
+    if scope
+        .get("resources")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        line.push_str(" on ");
+        line.push_str(&text(scope.get("resources")));
+    }
+    line.push_str(", until ");
+    line.push_str(s(scope, "/expires_at"));
+    if scope.get("revoked") == Some(&Value::Bool(true)) {
+        line.push_str(" (revoked)");
+    }
+    line
 }
 
 fn decision_line(d: &Value) -> String {

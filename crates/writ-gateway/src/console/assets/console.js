@@ -35,6 +35,16 @@ function text(v) {
   return String(v);
 }
 
+// The same line as the server's grant_scope().
+function grantScope(scope) {
+  if (!scope || typeof scope !== "object") return "—";
+  let line = text(scope.actions);
+  if (Array.isArray(scope.resources) && scope.resources.length) line += " on " + text(scope.resources);
+  line += ", until " + (scope.expires_at || "");
+  if (scope.revoked === true) line += " (revoked)";
+  return line;
+}
+
 function decisionLine(d) {
   const verb = d.decision === "approve" ? "approved" : d.decision === "deny" ? "denied" : d.decision;
   let line = d.approver + " " + verb + " at " + d.time;
@@ -56,6 +66,7 @@ function buildCard(a) {
   setField(card, "agent", text(act.agent));
   setField(card, "user", text(act.user));
   setField(card, "grant", text(act.grant));
+  setField(card, "grant-scope", grantScope(act.grant_scope));
   setField(card, "intent", text(act.intent));
   setField(card, "rationale", text(act.rationale));
   setField(card, "gate", text(act.policy_ids));
