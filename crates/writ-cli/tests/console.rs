@@ -564,6 +564,33 @@ async fn console_in_a_real_browser() {
     assert!(body.contains("another site"), "{body}");
     assert_eq!(approval_state(&api, &admin, &approval2).await, "pending");
 
+    // A third request arrives live and bob denies it with a comment: rejected, never executed.
+    let (action3, approval3) = merge_needing_approval(&api, &d.token, 9).await;
+    let card = wait_for(
+        &bob,
+        &format!("article.approval[data-approval-id=\"{approval3}\"] button.deny"),
+    )
+    .await;
+    let card_form = bob
+        .find(Locator::Css(&format!(
+            "article.approval[data-approval-id=\"{approval3}\"] textarea[name=comment]"
+        )))
+        .await
+        .unwrap();
+    card_form.send_keys("not before the release").await.unwrap();
+    card.click().await.unwrap();
+    wait_for(&bob, ".state[data-state=rejected]").await;
+    let (_, v) = api
+        .call("GET", &format!("/v1/actions/{action3}"), &admin, None)
+        .await;
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert_eq!(v["approval"]["decisions"][0]["decision"], "deny", "{v}");
+    assert_eq!(
+        v["approval"]["decisions"][0]["comment"],
+        "not before the release"
+    );
+    assert_eq!(upstream.count("merge/9"), 0);
+
     // Sign-out ends the session on the server: the old cookie no longer opens a page.
     bob.find(Locator::Css("header.top form button"))
         .await
@@ -705,8 +732,13 @@ async fn console_in_a_real_browser() {
     let (_, record2) = api
         .call("GET", &format!("/v1/actions/{action2}"), &admin, None)
         .await;
-    let expected =
-        record["entries"].as_array().unwrap().len() + record2["entries"].as_array().unwrap().len();
+    let (_, record3) = api
+        .call("GET", &format!("/v1/actions/{action3}"), &admin, None)
+        .await;
+    let expected = [record, record2, record3]
+        .iter()
+        .map(|r| r["entries"].as_array().unwrap().len())
+        .sum::<usize>();
     assert_eq!(lines.len(), expected, "{text}");
     assert!(
         lines
