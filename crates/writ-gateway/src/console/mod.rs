@@ -1,11 +1,13 @@
 //! The web console at `/console`: server-rendered pages (maud) for people at a desk or on a
-//! phone — the approvals inbox, which updates live over server-sent events, and the record of
-//! one action, whose inclusion proofs and signed checkpoint the browser verifies itself.
+//! phone — the approvals inbox, which updates live over server-sent events; the record of one
+//! action, whose inclusion proofs and signed checkpoint the browser verifies itself; the audit
+//! explorer (search, chart, JSON Lines and OCSF export); agents and grants; the policy bundle.
 //!
 //! The console is a thin layer over the same functions as the HTTP API: it reads through
-//! [`api::visible_approvals`] and [`api::action_record`] and decides through
-//! [`pipeline::decide`], so quorum, self-approval and one decision per approver hold exactly as
-//! in the API. What it adds is the browser's side of security:
+//! [`api::visible_approvals`], [`api::action_record`], [`api::action_filter`] and the like,
+//! decides through [`pipeline::decide`] and grants through [`api::issue_grant`], so quorum,
+//! self-approval, one decision per approver and who may see or change what hold exactly as in
+//! the API. What it adds is the browser's side of security:
 //!
 //! - **Sessions**: sign-in with a user API key creates a server-side session, a random 256-bit
 //!   id held by the browser in the `writ_session` cookie (`HttpOnly; SameSite=Strict; Path=/console`,
@@ -14,8 +16,9 @@
 //!   request re-reads the user and checks that the API key used to sign in is still live, so
 //!   revoking the key or deleting the user ends the session at once.
 //! - **CSRF**: every form carries the session's token in a hidden field, checked on every POST;
-//!   the sign-in form uses a short-lived token bound to a cookie. A POST whose `Origin` (or
-//!   `Referer`) is another site is refused as well.
+//!   the sign-in form uses a short-lived token bound to a cookie. A POST that a browser marks
+//!   as cross-site (`Sec-Fetch-Site`), or whose `Origin` (or `Referer`) is another site, is
+//!   refused as well.
 //! - **Headers** on every response: a Content-Security-Policy without `unsafe-inline` (the pages
 //!   have no inline script or style; the data the script needs travels in `data-` attributes),
 //!   `nosniff`, `no-referrer`, no framing, and `no-store` on pages.
