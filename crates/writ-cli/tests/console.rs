@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Upstream, mcp_env};
+use common::{Config, Env, Upstream};
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
@@ -174,6 +174,19 @@ async fn merge_needing_approval(api: &common::Api, token: &str, pull: u64) -> (S
     )
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// A plain HTTP client that does not follow redirects, for what a browser would not send.
 fn raw_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -233,7 +246,35 @@ async fn console_in_a_real_browser() {
         return;
     };
     let upstream = Upstream::start(None).await;
-    let env = mcp_env(&upstream);
+    // The example bundle serves; beside it, in shadow, a candidate in which merges into main
+    // need no approval, so that every such merge is a recorded disagreement.
+    let env = Env::new(None);
+    env.init_with_secret(|policies| policies);
+    let shadow = env.path("shadow");
+    copy_dir(&env.path("policies"), &shadow);
+    let github = shadow.join("github.cedar");
+    let text = std::fs::read_to_string(&github).unwrap();
+    assert!(text.contains("context.args.base == \"main\""));
+    std::fs::write(
+        &github,
+        text.replace(
+            "context.args.base == \"main\"",
+            "context.args.base == \"never\"",
+        ),
+    )
+    .unwrap();
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: Some(&env.path("policies")),
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: true,
+        // Right after `[policy] dir`, so still in the [policy] table.
+        extra: &format!(
+            "shadow_dir = \"{}\"\n\n[audit]\ncheckpoint_interval_secs = 0\n\n[limits]\nactions_per_agent_per_minute = 0\n",
+            shadow.display()
+        ),
+    });
     let mut server = env.serve();
     let admin = server.admin();
     let api = server.api();
@@ -879,7 +920,11 @@ async fn console_in_a_real_browser() {
     let (_, ready) = api.call("GET", "/readyz", "", None).await;
     assert_eq!(version, ready["policy"].as_str().unwrap());
     wait_for(&bob, "tr[data-policy=merge-to-main-needs-maintainer]").await;
-    wait_for(&bob, "#no-disagreements").await;
+    let shadowed = wait_for(&bob, "#disagreements").await.text().await.unwrap();
+    for a in [&action, &action2, &action3] {
+        assert!(shadowed.contains(a.as_str()), "{a} missing from {shadowed}");
+    }
+    assert!(shadowed.contains("require_approval"), "{shadowed}");
 
     // The admin's inbox shows the pending request (no buttons: not a maintainer); when bob
     // approves it through the API, the card closes live.
