@@ -402,7 +402,10 @@ async fn export(store: Arc<dyn Store>, format: ExportFormat) -> anyhow::Result<E
                     let entry = row
                         .decode()
                         .with_context(|| format!("entry {} is corrupt", row.seq))?;
-                    serde_json::to_writer(&mut out, &crate::ocsf::api_activity(&entry, row))?;
+                    serde_json::to_writer(
+                        &mut out,
+                        &writ_gateway::ocsf::api_activity(&entry, row),
+                    )?;
                     out.write_all(b"\n")?;
                 }
             }

@@ -21,7 +21,6 @@ mod identity;
 mod init;
 mod keys;
 mod mcp_stdio;
-mod ocsf;
 mod policy;
 mod remote;
 mod serve;

@@ -274,6 +274,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!();
     }
     println!("  API:       {public_url}/v1/actions  (OpenAPI: {public_url}/openapi.json)");
+    println!("  console:   {public_url}/console");
     println!("  health:    {public_url}/healthz  {public_url}/readyz  {public_url}/metrics");
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -57,6 +57,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(gw.clone())
+        .merge(crate::console::router(gw.clone()))
         .merge(crate::mcp::router(gw))
 }
 
@@ -403,7 +404,11 @@ fn approval_summary(a: &ApprovalRow) -> Value {
 }
 
 /// May `who` read this action? Its agent, its user, an approver of it, or an admin.
-async fn may_read(gw: &Gateway, who: &Who, action: &ActionRow) -> Result<bool, ApiError> {
+pub(crate) async fn may_read(
+    gw: &Gateway,
+    who: &Who,
+    action: &ActionRow,
+) -> Result<bool, ApiError> {
     Ok(match who {
         Who::Agent(agent) => agent.as_str() == action.agent,
         Who::Delegated(c) => c.act.sub.as_str() == action.agent,
@@ -425,15 +430,29 @@ async fn show_action(
     headers: HeaderMap,
 ) -> ApiResult {
     let who = authenticate(&gw, &headers).await?;
+    let wait = parse_wait(&gw, q.wait.as_deref())?;
+    let (status, view) = action_record(&gw, &who, &id, wait).await?;
+    ok(status, view)
+}
+
+/// The whole record of one action as `who` may read it (else 404): the action, its approval
+/// and decisions, every audit entry with its canonical bytes and inclusion proof, the signed
+/// checkpoint the proofs lead to and the log's verifier key. The API and the console both
+/// answer with this.
+pub(crate) async fn action_record(
+    gw: &Arc<Gateway>,
+    who: &Who,
+    id: &str,
+    wait: Duration,
+) -> Result<(u16, Value), ApiError> {
     let id = ActionId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let not_found = || ApiError::not_found(format!("action {id} does not exist"));
     let action = gw.db.action(&id).await?.ok_or_else(not_found)?;
-    if !may_read(&gw, &who, &action).await? {
+    if !may_read(gw, who, &action).await? {
         return Err(not_found());
     }
-    let wait = parse_wait(&gw, q.wait.as_deref())?;
     let action = if !action.state.is_final() && !wait.is_zero() {
-        pipeline::wait_for(&gw, &id, wait)
+        pipeline::wait_for(gw, &id, wait)
             .await?
             .ok_or_else(not_found)?
     } else {
@@ -491,7 +510,7 @@ async fn show_action(
         seqs: entries.iter().map(|e| e.seq).collect(),
         replayed: false,
     };
-    let mut view = action_view(&gw, &outcome);
+    let mut view = action_view(gw, &outcome);
     view["request"] = action.request.clone();
     if let Some(a) = view.get_mut("approval") {
         a["decisions"] = json!(decisions.iter().map(|d| json!({
@@ -504,21 +523,21 @@ async fn show_action(
         None => Value::Null,
     };
     view["verifier_key"] = json!(gw.checkpoint_signer.verifier().to_string());
-    ok(outcome.status(), view)
+    Ok((outcome.status(), view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActionQuery {
-    agent: Option<String>,
-    user: Option<String>,
-    connector: Option<String>,
+pub(crate) struct ActionQuery {
+    pub agent: Option<String>,
+    pub user: Option<String>,
+    pub connector: Option<String>,
     /// A state (`succeeded`, `denied`, ...) or a verdict (`allow`, `deny`, `approval`).
-    state: Option<String>,
-    verdict: Option<String>,
-    since: Option<String>,
-    before: Option<String>,
-    limit: Option<u32>,
+    pub state: Option<String>,
+    pub verdict: Option<String>,
+    pub since: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<u32>,
 }
 
 async fn list_actions(
@@ -527,6 +546,29 @@ async fn list_actions(
     headers: HeaderMap,
 ) -> ApiResult {
     let who = authenticate(&gw, &headers).await?;
+    let filter = action_filter(&q, &who)?;
+    let rows = gw.db.actions(&filter).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|a| {
+            action_view(
+                &gw,
+                &Outcome {
+                    action: a.clone(),
+                    approval: None,
+                    seqs: Vec::new(),
+                    replayed: false,
+                },
+            )
+        })
+        .collect();
+    ok(200, json!({"actions": items}))
+}
+
+/// The store filter for an action search by `who`: the query's fields, with agents and
+/// non-admin users restricted to their own actions. The API and the console's audit explorer
+/// both search with this.
+pub(crate) fn action_filter(q: &ActionQuery, who: &Who) -> Result<ActionFilter, ApiError> {
     let time = |t: &Option<String>, what: &str| {
         t.as_deref()
             .map(|s| {
@@ -583,22 +625,7 @@ async fn list_actions(
         Who::User(u) if !u.admin => filter.user = Some(u.id.as_str().to_owned()),
         Who::User(_) => {}
     }
-    let rows = gw.db.actions(&filter).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|a| {
-            action_view(
-                &gw,
-                &Outcome {
-                    action: a.clone(),
-                    approval: None,
-                    seqs: Vec::new(),
-                    replayed: false,
-                },
-            )
-        })
-        .collect();
-    ok(200, json!({"actions": items}))
+    Ok(filter)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,7 +638,7 @@ struct ApprovalQuery {
     limit: Option<u32>,
 }
 
-async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError> {
+pub(crate) async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError> {
     let mut v = approval_summary(a);
     v["action_id"] = json!(a.action_id.as_str());
     v["user"] = json!(a.user);
@@ -626,7 +653,20 @@ async fn approval_view(gw: &Gateway, a: &ApprovalRow) -> Result<Value, ApiError>
             "intent": action.request.get("intent"),
             "rationale": action.request.get("rationale"),
             "status": action.state.as_str(),
+            "policy_ids": action.result.as_ref().and_then(|r| r.pointer("/verdict/policy_ids")),
+            "bundle_version": action.result.as_ref().and_then(|r| r.pointer("/verdict/bundle_version")),
         });
+        // What the grant allows, so that an approver sees the authority the agent acts under.
+        if let Some(id) = action.grant.as_deref().and_then(|g| GrantId::new(g).ok())
+            && let Some(g) = gw.db.grant(&id).await?
+        {
+            v["action"]["grant_scope"] = json!({
+                "actions": g.grant.spec.actions,
+                "resources": g.grant.spec.resources,
+                "expires_at": g.grant.spec.expires_at.to_string(),
+                "revoked": g.grant.revoked_at.is_some(),
+            });
+        }
     }
     v["decisions"] = json!(gw.db.decisions(&a.id).await?.iter().map(|d| json!({
         "approver": d.approver, "decision": d.decision.as_str(), "comment": d.comment, "time": d.time.to_string()
@@ -648,25 +688,54 @@ async fn list_approvals(
             ))
         })?),
     };
-    let rows = gw
-        .db
-        .approvals(state, q.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
+    let items = visible_approvals(&gw, &user, state, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    ok(200, json!({"approvals": items}))
+}
+
+/// The approvals `user` may see (an admin, the user the agent acts for, or an approver), each
+/// with `you_may_decide`: pending, not the user's own agent's action, and `user` an approver.
+pub(crate) async fn visible_approvals(
+    gw: &Gateway,
+    user: &UserRecord,
+    state: Option<ApprovalState>,
+    limit: u32,
+) -> Result<Vec<Value>, ApiError> {
     let mut items = Vec::new();
-    for a in rows.iter().filter(|a| {
+    for a in visible_approval_rows(gw, user, state, limit).await? {
+        items.push(approval_item(gw, user, &a).await?);
+    }
+    Ok(items)
+}
+
+/// The rows of [`visible_approvals`], without their views.
+pub(crate) async fn visible_approval_rows(
+    gw: &Gateway,
+    user: &UserRecord,
+    state: Option<ApprovalState>,
+    limit: u32,
+) -> Result<Vec<ApprovalRow>, ApiError> {
+    let mut rows = gw.db.approvals(state, limit).await?;
+    rows.retain(|a| {
         user.admin
             || a.user == user.id.as_str()
             || pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
-    }) {
-        let mut v = approval_view(&gw, a).await?;
-        v["you_may_decide"] = json!(
-            a.state == ApprovalState::Pending
-                && a.user != user.id.as_str()
-                && pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
-        );
-        items.push(v);
-    }
-    ok(200, json!({"approvals": items}))
+    });
+    Ok(rows)
+}
+
+/// One approval as `user` sees it in a list: its view and whether they may decide it.
+pub(crate) async fn approval_item(
+    gw: &Gateway,
+    user: &UserRecord,
+    a: &ApprovalRow,
+) -> Result<Value, ApiError> {
+    let mut v = approval_view(gw, a).await?;
+    v["you_may_decide"] = json!(
+        a.state == ApprovalState::Pending
+            && a.user != user.id.as_str()
+            && pipeline::may_approve(&a.approvers, user.id.as_str(), &user.groups)
+    );
+    Ok(v)
 }
 
 async fn show_approval(
@@ -705,24 +774,24 @@ async fn decide(
 // ---------------------------------------------------------------------------------------------
 // Identity: grants, users, agents, tokens
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct GrantRequest {
+pub(crate) struct GrantRequest {
     #[serde(default)]
-    user: Option<String>,
-    agent: String,
-    actions: Vec<String>,
+    pub user: Option<String>,
+    pub agent: String,
+    pub actions: Vec<String>,
     #[serde(default)]
-    resources: Vec<String>,
+    pub resources: Vec<String>,
     #[serde(default)]
-    constraints: Vec<writ_identity::Constraint>,
+    pub constraints: Vec<writ_identity::Constraint>,
     /// Seconds from now (default one day).
     #[serde(default)]
-    expires_in: Option<u64>,
+    pub expires_in: Option<u64>,
     #[serde(default)]
-    max_uses: Option<u64>,
+    pub max_uses: Option<u64>,
     #[serde(default)]
-    sum_budget: Option<writ_identity::SumBudget>,
+    pub sum_budget: Option<writ_identity::SumBudget>,
 }
 
 async fn admin_entry(gw: &Gateway, actor: &str, payload: Value) -> Result<(), ApiError> {
@@ -749,6 +818,23 @@ async fn create_grant(
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: GrantRequest = parse(&body)?;
+    let grant = issue_grant(&gw, &user, req).await?;
+    ok(
+        201,
+        grant_json(&writ_store::identity::StoredGrant {
+            grant,
+            usage: Default::default(),
+        }),
+    )
+}
+
+/// Issues a grant on `user`'s authority (for themselves, or for anyone when an admin), and
+/// logs it. The API and the console both grant through this.
+pub(crate) async fn issue_grant(
+    gw: &Gateway,
+    user: &UserRecord,
+    req: GrantRequest,
+) -> Result<writ_identity::Grant, ApiError> {
     let now = Timestamp::now();
     let for_user = match req.user {
         Some(u) => UserId::new(u).map_err(|e| ApiError::bad_request(e.to_string()))?,
@@ -787,32 +873,34 @@ async fn create_grant(
     })?;
     gw.db.add_grant(&grant).await?;
     admin_entry(
-        &gw,
+        gw,
         &format!("user:{}", user.id),
         json!({"event": "grant.created", "grant": grant}),
     )
     .await?;
     gw.notify_tools_changed();
-    ok(
-        201,
-        grant_json(&writ_store::identity::StoredGrant {
-            grant,
-            usage: Default::default(),
-        }),
-    )
+    Ok(grant)
 }
 
 async fn list_grants(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
-    let filter = GrantFilter {
-        user: (!user.admin).then(|| user.id.clone()),
-        agent: None,
-    };
-    let grants = gw.db.grants(&filter).await?;
+    let grants = visible_grants(&gw, &user).await?;
     ok(
         200,
         json!({"grants": grants.iter().map(grant_json).collect::<Vec<_>>()}),
     )
+}
+
+/// The grants `user` may see: their own, or every grant for an admin.
+pub(crate) async fn visible_grants(
+    gw: &Gateway,
+    user: &UserRecord,
+) -> Result<Vec<writ_store::identity::StoredGrant>, ApiError> {
+    let filter = GrantFilter {
+        user: (!user.admin).then(|| user.id.clone()),
+        agent: None,
+    };
+    Ok(gw.db.grants(&filter).await?)
 }
 
 async fn revoke_grant(
@@ -821,6 +909,17 @@ async fn revoke_grant(
     headers: HeaderMap,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
+    let (id, revoked) = withdraw_grant(&gw, &user, &id).await?;
+    ok(200, json!({"grant": id.as_str(), "revoked": revoked}))
+}
+
+/// Revokes grant `id` if `user` is its user or an admin, and logs it. Returns whether this call
+/// revoked it (false when it already was).
+pub(crate) async fn withdraw_grant(
+    gw: &Gateway,
+    user: &UserRecord,
+    id: &str,
+) -> Result<(GrantId, bool), ApiError> {
     let id = GrantId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let grant = gw
         .db
@@ -835,13 +934,13 @@ async fn revoke_grant(
     }
     let revoked = gw.db.revoke_grant(&id, Timestamp::now()).await?;
     admin_entry(
-        &gw,
+        gw,
         &format!("user:{}", user.id),
         json!({"event": "grant.revoked", "grant": id.as_str()}),
     )
     .await?;
     gw.notify_tools_changed();
-    ok(200, json!({"grant": id.as_str(), "revoked": revoked}))
+    Ok((id, revoked))
 }
 
 #[derive(Deserialize)]
@@ -951,14 +1050,21 @@ async fn create_agent(
 
 async fn list_agents(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
-    let agents: Vec<AgentRecord> = gw
+    ok(200, json!({"agents": visible_agents(&gw, &user).await?}))
+}
+
+/// The agents `user` may see: their own, or every agent for an admin.
+pub(crate) async fn visible_agents(
+    gw: &Gateway,
+    user: &UserRecord,
+) -> Result<Vec<AgentRecord>, ApiError> {
+    Ok(gw
         .db
         .agents()
         .await?
         .into_iter()
         .filter(|a| user.admin || a.owner == user.id)
-        .collect();
-    ok(200, json!({"agents": agents}))
+        .collect())
 }
 
 async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
