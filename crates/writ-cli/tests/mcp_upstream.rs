@@ -163,6 +163,10 @@ async fn governed_calls(api: &Api, p: &People) {
     let rec = record(api, &p.alice, v["action_id"].as_str().unwrap()).await;
     let executed = entry(&rec, "executed");
     assert_eq!(executed["credential"], "everything-token@1", "{executed}");
+    // The record keeps the annotations the policy saw (the upstream's claims).
+    let requested = entry(&rec, "requested");
+    assert_eq!(requested["tool"]["read_only"], true, "{requested}");
+    assert_eq!(requested["tool"]["destructive"], false, "{requested}");
     assert_eq!(executed["outcome"], "success");
 
     // A tool that is not read-only (its annotations, in the policy context) waits for a

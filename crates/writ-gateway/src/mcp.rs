@@ -243,9 +243,17 @@ impl ServerHandler for WritMcp {
         let mut changed = self.gw.tools.subscribe();
         let stop = self.gw.shutdown.clone();
         tokio::spawn(async move {
+            // A session that ended without a change since is noticed here, not kept forever.
+            let mut alive = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = alive.tick() => {
+                        if peer.is_transport_closed() {
+                            return;
+                        }
+                        continue;
+                    }
                     r = changed.changed() => if r.is_err() { return },
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

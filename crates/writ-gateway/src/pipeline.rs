@@ -263,6 +263,12 @@ pub async fn submit(
     if let Some(jti) = &caller.token_id {
         requested["token_id"] = json!(jti);
     }
+    // An MCP tool's annotations, as its server gave them when the call came: the policy saw
+    // these, and they are the upstream's claims, so the record keeps them.
+    let tool = tool_facts(&**connector, &req.operation);
+    if let Some(t) = &tool {
+        requested["tool"] = json!(t);
+    }
     let agent_actor = format!("agent:{}", caller.agent);
     let mut entries = vec![entry(&id, EntryKind::Requested, &agent_actor, requested)?];
 
@@ -313,7 +319,7 @@ pub async fn submit(
                     intent: req.intent.clone(),
                     time: RequestTime::now_utc(),
                     approval: ApprovalFacts::default(),
-                    tool: tool_facts(&**connector, &req.operation),
+                    tool,
                 },
             };
             // A candidate bundle in shadow mode is evaluated beside the live one; only the live

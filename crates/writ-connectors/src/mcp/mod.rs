@@ -524,6 +524,8 @@ async fn connect(
     };
     let values = resolve(shared, settings, &mut references, &mut secrets).await?;
     let secrets = Arc::new(secrets);
+    // What a previous process wrote is not this one's.
+    shared.write().stderr.clear();
     let started = match (&config.command, &config.url) {
         (Some(command), _) => {
             let mut cmd = tokio::process::Command::new(command);
