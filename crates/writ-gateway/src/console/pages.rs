@@ -809,6 +809,30 @@ pub(super) fn policy(
     )
 }
 
+/// A page that moves on to `to` by itself (a `meta` refresh, no script), with a link for
+/// browsers that do not.
+pub(super) fn continue_to(to: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(format!("0; url={to}"));
+                title { "Signed in · Writ" }
+                link rel="stylesheet" href=(css_url());
+            }
+            body {
+                main {
+                    section.login {
+                        h1 { "Signed in" }
+                        p { a #continue href=(to) { "Continue to the console" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -890,29 +914,5 @@ mod tests {
         assert_eq!(data.len(), 2);
         assert_eq!(data[0].0.len(), 10, "{data:?}");
         assert_eq!(buckets(&[]).1.len(), 0);
-    }
-}
-
-/// A page that moves on to `to` by itself (a `meta` refresh, no script), with a link for
-/// browsers that do not.
-pub(super) fn continue_to(to: &str) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="refresh" content=(format!("0; url={to}"));
-                title { "Signed in · Writ" }
-                link rel="stylesheet" href=(css_url());
-            }
-            body {
-                main {
-                    section.login {
-                        h1 { "Signed in" }
-                        p { a #continue href=(to) { "Continue to the console" } }
-                    }
-                }
-            }
-        }
     }
 }
