@@ -197,14 +197,31 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
 
     // OIDC issuers: their keys are fetched once at start. An issuer that cannot be reached is
     // logged and its ID tokens are refused (fail closed) until the next start.
+    // Console sign-in with an issuer also needs its endpoints (configured, or from its discovery
+    // document); without them, or without its keys, its button is not shown.
     let mut oidc = Vec::new();
+    let mut oidc_sign_in = Vec::new();
     for c in &config.identity.oidc {
         let verifier = match crate::token::oidc_client(c) {
             Ok(client) => client.verifier().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
         match verifier {
-            Ok(v) => oidc.push(v),
+            Ok(v) => {
+                if let Some(console) = &c.console {
+                    match writ_gateway::console::OidcSignIn::new(c, console, &v, |var| {
+                        std::env::var(var).ok()
+                    })
+                    .await
+                    {
+                        Ok(sign_in) => oidc_sign_in.push(sign_in),
+                        Err(e) => {
+                            tracing::error!(issuer = %c.issuer, error = %e, "console sign-in with this OIDC issuer is unavailable")
+                        }
+                    }
+                }
+                oidc.push(v);
+            }
             Err(e) => {
                 tracing::error!(issuer = %c.issuer, error = %e, "cannot fetch the OIDC issuer's keys; its ID tokens will be refused")
             }
@@ -218,6 +235,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         issuer,
         checkpoint_signer,
         oidc,
+        oidc_sign_in,
         limits: config.limits.clone(),
         public_url: public_url.clone(),
         allowed_origins: config.server.allowed_origins.clone(),

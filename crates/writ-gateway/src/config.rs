@@ -108,6 +108,110 @@ pub struct OidcIssuerConfig {
     pub user_claim: String,
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Sign-in to the web console with this issuer (authorization code flow with PKCE).
+    pub console: Option<OidcConsoleConfig>,
+}
+
+/// `[identity.oidc.console]`: how the web console signs people in with an issuer. The client
+/// secret, when the issuer needs one, is never in the file: it is the vault credential
+/// `client_secret_credential` or the environment variable `client_secret_env`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConsoleConfig {
+    /// Writ's client id at the issuer; ID tokens for the console must name it in `aud`.
+    pub client_id: String,
+    /// What the sign-in page calls the issuer: "Sign in with <name>".
+    pub name: String,
+    /// Default: from `<issuer>/.well-known/openid-configuration`, read at start.
+    pub authorization_endpoint: Option<String>,
+    /// Default: from `<issuer>/.well-known/openid-configuration`, read at start.
+    pub token_endpoint: Option<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// A vault credential (`writ vault put NAME`) holding the client secret.
+    pub client_secret_credential: Option<String>,
+    /// An environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+}
+
+/// Whether `url` is `https://…`, or `http://` on loopback (tests, sidecars).
+pub(crate) fn secure_url(url: &str) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| {
+        url.strip_prefix("http://").filter(|r| {
+            ["127.0.0.1", "[::1]", "localhost"].iter().any(|h| {
+                r.strip_prefix(h)
+                    .is_some_and(|t| t.is_empty() || t.starts_with([':', '/']))
+            })
+        })
+    });
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['#', ' ', '@']) && !r.starts_with('/'))
+}
+
+impl OidcConsoleConfig {
+    fn check(&self, issuer: &str) -> Result<(), String> {
+        let at = format!("identity.oidc (issuer {issuer}).console");
+        let printable =
+            |t: &str| !t.is_empty() && t.len() <= 200 && !t.chars().any(char::is_control);
+        if !printable(&self.client_id) || self.client_id.trim() != self.client_id {
+            return Err(format!(
+                "{at}.client_id must be set, without spaces around it"
+            ));
+        }
+        if !printable(self.name.trim()) {
+            return Err(format!(
+                "{at}.name must be set: the sign-in page shows \"Sign in with <name>\""
+            ));
+        }
+        for (key, url) in [
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("token_endpoint", &self.token_endpoint),
+        ] {
+            if let Some(url) = url
+                && !secure_url(url)
+            {
+                return Err(format!(
+                    "{at}.{key}: {url:?} must be an https:// URL (http:// only on loopback)"
+                ));
+            }
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(format!("{at}.scopes must include \"openid\""));
+        }
+        if let Some(s) = self.scopes.iter().find(|s| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        }) {
+            return Err(format!("{at}.scopes: {s:?} is not a scope"));
+        }
+        match (&self.client_secret_credential, &self.client_secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: give client_secret_credential or client_secret_env, not both"
+                ));
+            }
+            (Some(name), None) => {
+                writ_vault::CredentialName::new(name.as_str())
+                    .map_err(|e| format!("{at}.client_secret_credential: {e}"))?;
+            }
+            (None, Some(var)) => {
+                let valid =
+                    !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid || env_key(var).is_some() {
+                    return Err(format!(
+                        "{at}.client_secret_env: {var:?} must be a variable name (letters, digits, '_') that is not a WRIT_<section>_ setting"
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
 }
 
 fn default_user_claim() -> String {
@@ -340,6 +444,13 @@ impl Config {
                 "identity.token_ttl_secs must be between 1 and 86400",
             ));
         }
+        for issuer in &self.identity.oidc {
+            if let Some(console) = &issuer.console {
+                console
+                    .check(&issuer.issuer)
+                    .map_err(|m| invalid(origin, m))?;
+            }
+        }
         for o in &self.server.allowed_origins {
             let rest = o
                 .strip_prefix("https://")
@@ -566,6 +677,71 @@ mod tests {
                 .to_string();
             assert!(err.contains(says), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn oidc_console_sign_in() {
+        let base = "[[identity.oidc]]\nissuer = \"https://idp.example\"\naudience = \"writ\"\n[identity.oidc.console]\n";
+        let c = Config::from_toml(
+            &format!("{base}client_id = \"writ-console\"\nname = \"Example SSO\"\nclient_secret_env = \"OIDC_SECRET\"\n"),
+            "writ.toml",
+            env(&[]),
+        )
+        .unwrap();
+        let console = c.identity.oidc[0].console.as_ref().unwrap();
+        assert_eq!(console.scopes, vec!["openid", "email", "profile"]);
+        assert_eq!(console.authorization_endpoint, None);
+        for (text, says) in [
+            ("name = \"X\"", "client_id"),
+            ("client_id = \"c\"", "name"),
+            ("client_id = \" c\"\nname = \"X\"", "client_id"),
+            (
+                "client_id = \"c\"\nname = \"X\"\nclient_secret = \"s\"",
+                "client_secret",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nscopes = [\"email\"]",
+                "openid",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nscopes = [\"openid\", \"a b\"]",
+                "not a scope",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\ntoken_endpoint = \"http://idp.example/t\"",
+                "https://",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nauthorization_endpoint = \"http://127.0.0.1.evil/a\"",
+                "https://",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nclient_secret_env = \"A\"\nclient_secret_credential = \"b\"",
+                "not both",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nclient_secret_env = \"WRIT_IDENTITY_SECRET\"",
+                "WRIT_<section>_",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nclient_secret_env = \"A-B\"",
+                "variable name",
+            ),
+            (
+                "client_id = \"c\"\nname = \"X\"\nclient_secret_credential = \"bad name!\"",
+                "client_secret_credential",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("{base}{text}\n"), "writ.toml", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
+        assert!(secure_url("http://127.0.0.1:8080/auth"));
+        assert!(secure_url("http://localhost/auth"));
+        assert!(secure_url("https://idp.example/auth?x=1"));
+        assert!(!secure_url("http://localhost.evil/auth"));
+        assert!(!secure_url("https://user@idp.example/"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct GatewayParts {
     pub issuer: TokenIssuer,
     pub checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
+    /// The issuers people can sign in to the console with.
+    pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
     pub limits: LimitsConfig,
     /// The URL clients reach Writ at (for the token endpoint and links).
     pub public_url: String,
@@ -47,6 +49,7 @@ pub struct Gateway {
     pub(crate) tokens: CachingVerifier,
     pub(crate) checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
+    pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
     pub limits: LimitsConfig,
     pub public_url: String,
     pub allowed_origins: Vec<String>,
@@ -76,6 +79,7 @@ impl Gateway {
             issuer: parts.issuer,
             checkpoint_signer: parts.checkpoint_signer,
             oidc: parts.oidc,
+            oidc_sign_in: parts.oidc_sign_in,
             limits: parts.limits,
             public_url: parts.public_url.trim_end_matches('/').to_owned(),
             allowed_origins: parts.allowed_origins,

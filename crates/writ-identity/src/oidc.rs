@@ -195,6 +195,16 @@ impl OidcVerifier {
 
     /// Verifies `token` and maps it to a user.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<ExternalUser, OidcError> {
+        self.verify_with_claims(token, now).map(|(user, _)| user)
+    }
+
+    /// [`OidcVerifier::verify`], also giving the token's verified claims (for checks only the
+    /// caller can make, such as the `nonce` of a sign-in it started).
+    pub fn verify_with_claims(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<(ExternalUser, serde_json::Map<String, Value>), OidcError> {
         let bad = |m: &str| OidcError::Token(m.to_owned());
         let parts = jws::split(token).map_err(bad)?;
         let alg = parts
@@ -275,11 +285,14 @@ impl OidcVerifier {
                 )));
             }
         };
-        Ok(ExternalUser {
-            id,
-            groups,
-            issuer: self.config.issuer.clone(),
-        })
+        Ok((
+            ExternalUser {
+                id,
+                groups,
+                issuer: self.config.issuer.clone(),
+            },
+            claims,
+        ))
     }
 }
 

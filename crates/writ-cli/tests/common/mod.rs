@@ -277,9 +277,15 @@ impl Env {
 
     /// [`Env::serve_with`], with more environment variables for the server process.
     pub fn serve_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Server {
+        self.serve_at("127.0.0.1:0", args, vars)
+    }
+
+    /// [`Env::serve_with_env`] on a given address (for a test that must know the URL before
+    /// the server starts).
+    pub fn serve_at(&self, listen: &str, args: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut child = self
             .writ()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .envs(vars.iter().copied())
             .env("WRIT_LOG", "warn")

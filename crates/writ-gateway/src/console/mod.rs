@@ -14,7 +14,9 @@
 //!   `Secure` unless the request's host is loopback). The server keeps only the SHA-256 of the
 //!   id, in memory (so a restart signs everyone out), for at most [`SESSION_LIFETIME`]. Every
 //!   request re-reads the user and checks that the API key used to sign in is still live, so
-//!   revoking the key or deleting the user ends the session at once.
+//!   revoking the key or deleting the user ends the session at once. Sign-in with an OpenID
+//!   Connect issuer ([`oidc`]) opens the same kind of session, which ends at the ID token's
+//!   expiry at the latest.
 //! - **CSRF**: every form carries the session's token in a hidden field, checked on every POST;
 //!   the sign-in form uses a short-lived token bound to a cookie. A POST that a browser marks
 //!   as cross-site (`Sec-Fetch-Site`), or whose `Origin` (or `Referer`) is another site, is
@@ -25,7 +27,10 @@
 //! - **Assets** (`console.css`, `console.js`) are compiled in and served under a content-hashed
 //!   name with a one-year immutable cache; nothing is loaded from elsewhere.
 
+mod oidc;
 mod pages;
+
+pub use oidc::OidcSignIn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -112,12 +117,22 @@ pub(crate) fn js_url() -> String {
 pub struct Console {
     gw: Arc<Gateway>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// OIDC sign-ins started and not yet finished.
+    pending: Mutex<oidc::PendingTable>,
+}
+
+/// What a session was opened with, and so what each request re-checks.
+enum SignInWith {
+    /// The SHA-256 of the user API key; the session ends when the key is revoked.
+    ApiKey([u8; 32]),
+    /// An ID token of an OIDC issuer; the session ends when the user is deleted, and at the
+    /// token's expiry at the latest.
+    Oidc,
 }
 
 struct Session {
     user: writ_identity::UserId,
-    /// The SHA-256 of the API key the user signed in with; the session ends when it is revoked.
-    key_hash: [u8; 32],
+    with: SignInWith,
     csrf: String,
     expires: Instant,
 }
@@ -133,12 +148,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let console = Arc::new(Console {
         gw,
         sessions: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/console", get(home))
         .route("/console/", get(home))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/oidc/{n}/start", get(oidc::start))
+        .route("/console/oidc/callback", get(oidc::callback))
         .route("/console/approvals", get(approvals_page))
         .route("/console/approvals/{id}/decision", post(decide))
         .route("/console/events", get(events))
@@ -297,7 +315,11 @@ impl Console {
                 .map_err(|_| ApiError::internal("the session table is unavailable"))?;
             match sessions.get(&key) {
                 Some(s) if s.expires > Instant::now() => {
-                    Some((s.user.clone(), s.key_hash, s.csrf.clone()))
+                    let key_hash = match &s.with {
+                        SignInWith::ApiKey(hash) => Some(*hash),
+                        SignInWith::Oidc => None,
+                    };
+                    Some((s.user.clone(), key_hash, s.csrf.clone()))
                 }
                 Some(_) => {
                     sessions.remove(&key);
@@ -309,10 +331,15 @@ impl Console {
         let Some((user_id, key_hash, csrf)) = found else {
             return Ok(None);
         };
-        let live = matches!(
-            self.gw.db.api_key(&key_hash).await?,
-            Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == user_id
-        );
+        let live = match key_hash {
+            Some(key_hash) => matches!(
+                self.gw.db.api_key(&key_hash).await?,
+                Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == user_id
+            ),
+            // The issuer is not asked again: the session lives at most until the ID token's
+            // expiry, and deleting the user ends it.
+            None => true,
+        };
         let user = if live {
             self.gw.db.user(&user_id).await?
         } else {
@@ -335,7 +362,17 @@ impl Console {
         }
     }
 
-    fn start_session(&self, user: &UserRecord, key_hash: [u8; 32]) -> Result<String, ApiError> {
+    /// Where the issuer sends the browser back after an OIDC sign-in.
+    fn callback_url(&self) -> String {
+        format!("{}/console/oidc/callback", self.gw.public_url)
+    }
+
+    fn start_session(
+        &self,
+        user: &UserRecord,
+        with: SignInWith,
+        lifetime: Duration,
+    ) -> Result<String, ApiError> {
         let id = random_token()?;
         let csrf = random_token()?;
         let mut sessions = self
@@ -358,9 +395,9 @@ impl Console {
             session_key(&id),
             Session {
                 user: user.id.clone(),
-                key_hash,
+                with,
                 csrf,
-                expires: now + SESSION_LIFETIME,
+                expires: now + lifetime.min(SESSION_LIFETIME),
             },
         );
         Ok(id)
@@ -423,18 +460,23 @@ async fn home(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
 async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     match c.signed_in(&headers).await {
         Ok(Some(_)) => Redirect::to("/console/approvals").into_response(),
-        Ok(None) => login_form(&headers, StatusCode::OK, None),
+        Ok(None) => login_form(&c, &headers, StatusCode::OK, None),
         Err(e) => error_page(None, &e),
     }
 }
 
 /// The sign-in form with a fresh token, bound to the `writ_login` cookie.
-fn login_form(headers: &HeaderMap, status: StatusCode, problem: Option<&str>) -> Response {
+fn login_form(
+    c: &Console,
+    headers: &HeaderMap,
+    status: StatusCode,
+    problem: Option<&str>,
+) -> Response {
     let token = match random_token() {
         Ok(t) => t,
         Err(e) => return error_page(None, &e),
     };
-    let mut response = html(status, pages::login(&token, problem));
+    let mut response = html(status, pages::login(&token, problem, &c.gw.oidc_sign_in));
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(headers, LOGIN_COOKIE, &token, LOGIN_TOKEN_LIFETIME_SECS),
@@ -459,6 +501,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
     if !same_origin(&c.gw.public_url, &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
     {
         return login_form(
+            &c,
             &headers,
             StatusCode::FORBIDDEN,
             Some("The sign-in form expired or was sent from another site. Try again."),
@@ -467,6 +510,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
     let refused = || {
         c.gw.metrics.refused("unauthenticated");
         login_form(
+            &c,
             &headers,
             StatusCode::UNAUTHORIZED,
             Some("That key was not accepted. Sign in with a live user API key (writ_uk_…)."),
@@ -488,7 +532,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         Ok(_) => return refused(),
         Err(e) => return error_page(None, &e.into()),
     };
-    let id = match c.start_session(&user, key_hash) {
+    let id = match c.start_session(&user, SignInWith::ApiKey(key_hash), SESSION_LIFETIME) {
         Ok(id) => id,
         Err(e) => return error_page(None, &e),
     };

@@ -94,7 +94,7 @@ pub(super) fn error(who: Option<&SignedIn>, status: StatusCode, message: &str) -
     )
 }
 
-pub(super) fn login(token: &str, problem: Option<&str>) -> Markup {
+pub(super) fn login(token: &str, problem: Option<&str>, providers: &[super::OidcSignIn]) -> Markup {
     layout(
         "Sign in",
         None,
@@ -112,6 +112,13 @@ pub(super) fn login(token: &str, problem: Option<&str>) -> Markup {
                     button type="submit" { "Sign in" }
                 }
                 p.hint { "The key is checked and forgotten: the session is a separate random token, and the key is never shown." }
+                @if !providers.is_empty() {
+                    div.oidc {
+                        @for (n, p) in providers.iter().enumerate() {
+                            p { a.oidc-start href=(format!("/console/oidc/{n}/start")) { "Sign in with " (p.name) } }
+                        }
+                    }
+                }
             }
         },
     )
@@ -800,6 +807,30 @@ pub(super) fn policy(
             }
         },
     )
+}
+
+/// A page that moves on to `to` by itself (a `meta` refresh, no script), with a link for
+/// browsers that do not.
+pub(super) fn continue_to(to: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(format!("0; url={to}"));
+                title { "Signed in · Writ" }
+                link rel="stylesheet" href=(css_url());
+            }
+            body {
+                main {
+                    section.login {
+                        h1 { "Signed in" }
+                        p { a #continue href=(to) { "Continue to the console" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,601 @@
+//! Sign-in to the console with an OpenID Connect issuer: the authorization code flow with PKCE
+//! (RFC 7636, `S256`), for each `[[identity.oidc]]` issuer that has a `console` table.
+//!
+//! `GET /console/oidc/{n}/start` keeps a pending sign-in (`state`, `nonce`, PKCE verifier) in
+//! memory for ten minutes, bound to a random id in the `writ_oidc` cookie, and redirects to the
+//! issuer. The issuer sends the browser back to `GET /console/oidc/callback`; the pending entry is
+//! taken out (so it serves once, whatever happens next), `state` is compared in constant time,
+//! the code is exchanged at the token endpoint with the verifier, and the ID token is verified by
+//! the issuer's [`OidcVerifier`] (signature, issuer, `aud` = the client id, expiry) and its
+//! `nonce` checked. Its user is mapped exactly as in the token exchange (`user_claim`; the user
+//! must already exist in Writ), and the normal console session starts.
+//!
+//! The start is a link, not a form: the console's CSP has `form-action 'self'`, which browsers
+//! also apply to the redirect that follows a form, so a form could not lead to the issuer. A
+//! forged start does no harm: it only creates a pending sign-in bound to a cookie of the browser
+//! that follows it, and only that browser's callback with that `state` can complete it.
+//!
+//! Nothing secret is logged or shown: not the code, the tokens, the verifier nor the client
+//! secret. Failures are logged with the issuer and a reason.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use writ_core::Timestamp;
+use writ_identity::oidc::OidcVerifier;
+use writ_vault::Secret;
+
+use super::{
+    Console, SESSION_COOKIE, SESSION_LIFETIME, SignInWith, cookie, error_page, html, is_loopback,
+    pages, random_token, same_secret, set_cookie,
+};
+use crate::config::{OidcConsoleConfig, OidcIssuerConfig};
+use crate::pipeline::ApiError;
+
+/// How long a started sign-in may take at the issuer.
+const PENDING_LIFETIME: Duration = Duration::from_secs(600);
+/// The most sign-ins pending at once; beyond it the oldest are dropped.
+const MAX_PENDING: usize = 10_000;
+/// The longest the token endpoint (or the discovery document) may take to answer.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read from the issuer.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+const PENDING_COOKIE: &str = "writ_oidc";
+const PENDING_PATH: &str = "/console/oidc";
+
+/// Where the client secret comes from; it is read when needed and never shown.
+enum ClientSecret {
+    None,
+    Env(Secret),
+    Vault(String),
+}
+
+/// One issuer people can sign in to the console with.
+pub struct OidcSignIn {
+    /// What the sign-in page calls it.
+    pub name: String,
+    client_id: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    scope: String,
+    secret: ClientSecret,
+    /// The issuer's verifier, with the client id as the audience.
+    verifier: OidcVerifier,
+}
+
+impl OidcSignIn {
+    /// The sign-in of one configured issuer: its endpoints as configured or from its discovery
+    /// document, and its client secret from the environment (read now) or the vault (read at
+    /// each sign-in). `verifier` holds the issuer's keys, fetched at start.
+    pub async fn new(
+        issuer: &OidcIssuerConfig,
+        console: &OidcConsoleConfig,
+        verifier: &OidcVerifier,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<OidcSignIn, String> {
+        let secret = match (
+            &console.client_secret_env,
+            &console.client_secret_credential,
+        ) {
+            (Some(var), _) => match env(var) {
+                Some(value) if !value.is_empty() => ClientSecret::Env(Secret::new(value.into())),
+                _ => {
+                    return Err(format!(
+                        "the client secret's environment variable {var} is not set"
+                    ));
+                }
+            },
+            (None, Some(name)) => ClientSecret::Vault(name.clone()),
+            (None, None) => ClientSecret::None,
+        };
+        let (authorization_endpoint, token_endpoint) =
+            match (&console.authorization_endpoint, &console.token_endpoint) {
+                (Some(a), Some(t)) => (a.clone(), t.clone()),
+                (a, t) => {
+                    let (da, dt) = discover(&issuer.issuer).await?;
+                    (a.clone().unwrap_or(da), t.clone().unwrap_or(dt))
+                }
+            };
+        let mut verifier = verifier.clone();
+        verifier.config.audience = console.client_id.clone();
+        Ok(OidcSignIn {
+            name: console.name.trim().to_owned(),
+            client_id: console.client_id.clone(),
+            authorization_endpoint,
+            token_endpoint,
+            scope: console.scopes.join(" "),
+            secret,
+            verifier,
+        })
+    }
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Reads at most [`MAX_ANSWER_BYTES`] of an answer.
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The authorization and token endpoints from `<issuer>/.well-known/openid-configuration`.
+async fn discover(issuer: &str) -> Result<(String, String), String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let err = |m: String| format!("discovery at {url}: {m}");
+    if !crate::config::secure_url(&url) {
+        return Err(err(
+            "the issuer must be https:// (http:// only on loopback)".into(),
+        ));
+    }
+    let resp = http_client()
+        .map_err(err)?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("HTTP {}", resp.status())));
+    }
+    let doc: Value = serde_json::from_slice(&bounded_body(resp).await.map_err(err)?)
+        .map_err(|e| err(e.to_string()))?;
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+        return Err(err("the document names another issuer".into()));
+    }
+    let endpoint = |key: &str| {
+        doc.get(key)
+            .and_then(Value::as_str)
+            .filter(|u| crate::config::secure_url(u))
+            .map(str::to_owned)
+            .ok_or_else(|| err(format!("{key} is missing or not https://")))
+    };
+    Ok((
+        endpoint("authorization_endpoint")?,
+        endpoint("token_endpoint")?,
+    ))
+}
+
+/// A sign-in started and not yet finished.
+pub(super) struct PendingSignIn {
+    provider: usize,
+    state: String,
+    nonce: String,
+    code_verifier: String,
+    expires: Instant,
+}
+
+/// `BASE64URL(SHA256(verifier))`, the `S256` code challenge.
+fn code_challenge(code_verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()))
+}
+
+fn pending_key(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+/// The `writ_oidc` cookie: `SameSite=Lax`, since the issuer sends the browser back with a
+/// top-level navigation from its own site, and only to `/console/oidc`.
+fn pending_cookie(headers: &HeaderMap, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if is_loopback(headers) { "" } else { "; Secure" };
+    let text = format!(
+        "{PENDING_COOKIE}={value}; Path={PENDING_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn sign_in_error(status: StatusCode, message: &str) -> Response {
+    error_page(
+        None,
+        &ApiError::new(status.as_u16(), "sign_in_failed", message),
+    )
+}
+
+/// `GET /console/oidc/{n}/start`: a pending sign-in and the redirect to the issuer.
+pub(super) async fn start(
+    State(c): State<Arc<Console>>,
+    Path(n): Path<usize>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(provider) = c.gw.oidc_sign_in.get(n) else {
+        return sign_in_error(StatusCode::NOT_FOUND, "there is no such identity provider");
+    };
+    let made = (|| {
+        Ok::<_, ApiError>((
+            random_token()?,
+            random_token()?,
+            random_token()?,
+            random_token()?,
+        ))
+    })();
+    // Four 256-bit values, base64url: the verifier is 43 characters, as RFC 7636 allows.
+    let (id, state, nonce, code_verifier) = match made {
+        Ok(m) => m,
+        Err(e) => return error_page(None, &e),
+    };
+    let mut query = url_encode(&[
+        ("response_type", "code"),
+        ("client_id", &provider.client_id),
+        ("redirect_uri", &c.callback_url()),
+        ("scope", &provider.scope),
+        ("state", &state),
+        ("nonce", &nonce),
+        ("code_challenge", &code_challenge(&code_verifier)),
+        ("code_challenge_method", "S256"),
+    ]);
+    let separator = if provider.authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    query.insert(0, separator);
+    {
+        let Ok(mut pending) = c.pending.lock() else {
+            return error_page(
+                None,
+                &ApiError::internal("the sign-in table is unavailable"),
+            );
+        };
+        let now = Instant::now();
+        pending.retain(|_, p| p.expires > now);
+        while pending.len() >= MAX_PENDING {
+            let oldest = pending
+                .iter()
+                .min_by_key(|(_, p)| p.expires)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => pending.remove(&k),
+                None => break,
+            };
+        }
+        pending.insert(
+            pending_key(&id),
+            PendingSignIn {
+                provider: n,
+                state,
+                nonce,
+                code_verifier,
+                expires: now + PENDING_LIFETIME,
+            },
+        );
+    }
+    let mut response =
+        Redirect::to(&format!("{}{query}", provider.authorization_endpoint)).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        pending_cookie(&headers, &id, PENDING_LIFETIME.as_secs()),
+    );
+    response
+}
+
+fn url_encode(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+#[derive(Deserialize, Default)]
+struct CallbackQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+/// An OAuth error code as the issuer sent it, if it looks like one (RFC 6749 allows only
+/// printable ASCII); anything else is not shown.
+fn oauth_code(text: &str) -> String {
+    if !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    {
+        text.to_owned()
+    } else {
+        "an unreadable error".to_owned()
+    }
+}
+
+/// `GET /console/oidc/callback`: where the issuer sends the browser back.
+pub(super) async fn callback(
+    State(c): State<Arc<Console>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    // Whatever happens, the pending sign-in is used up and its cookie cleared.
+    let pending = cookie(&headers, PENDING_COOKIE).and_then(|id| {
+        c.pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&pending_key(id)))
+    });
+    let mut response = finish(&c, raw.as_deref(), &headers, pending).await;
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, pending_cookie(&headers, "", 0));
+    response
+}
+
+async fn finish(
+    c: &Console,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    pending: Option<PendingSignIn>,
+) -> Response {
+    let refuse = |status: StatusCode, issuer: Option<&str>, reason: &str, shown: &str| {
+        c.gw.metrics.refused("unauthenticated");
+        tracing::warn!(
+            issuer = issuer.unwrap_or("-"),
+            reason,
+            "console OIDC sign-in refused"
+        );
+        sign_in_error(status, shown)
+    };
+    let query: CallbackQuery =
+        serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
+    let Some(pending) = pending.filter(|p| p.expires > Instant::now()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            "no pending sign-in for this browser",
+            "This sign-in is unknown, expired or already used. Start again from the sign-in page.",
+        );
+    };
+    let Some(provider) = c.gw.oidc_sign_in.get(pending.provider) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            "unknown provider",
+            "This sign-in is unknown. Start again from the sign-in page.",
+        );
+    };
+    let issuer = provider.verifier.config.issuer.as_str();
+    let state_ok = query
+        .state
+        .as_deref()
+        .is_some_and(|s| same_secret(s, &pending.state));
+    if !state_ok {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Some(issuer),
+            "state mismatch",
+            "The answer from the identity provider does not belong to the sign-in this browser started. Start again from the sign-in page.",
+        );
+    }
+    if query.iss.as_deref().is_some_and(|i| i != issuer) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Some(issuer),
+            "iss mismatch",
+            "The answer came from another identity provider than the one this sign-in started with.",
+        );
+    }
+    if let Some(error) = &query.error {
+        let code = oauth_code(error);
+        return refuse(
+            StatusCode::FORBIDDEN,
+            Some(issuer),
+            "the provider answered with an error",
+            &format!(
+                "{} did not sign you in ({code}). Start again from the sign-in page.",
+                provider.name
+            ),
+        );
+    }
+    let Some(code) = query.code.filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Some(issuer),
+            "no code",
+            "The identity provider sent no authorization code.",
+        );
+    };
+    let id_token = match redeem(c, provider, &code, &pending.code_verifier).await {
+        Ok(t) => t,
+        Err(reason) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                Some(issuer),
+                &reason,
+                &format!(
+                    "The code from {} could not be exchanged for an ID token. Try again; if it persists, an admin should look at the server's log.",
+                    provider.name
+                ),
+            );
+        }
+    };
+    let (external, claims) = match provider
+        .verifier
+        .verify_with_claims(&id_token, Timestamp::now())
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                Some(issuer),
+                &e.to_string(),
+                &format!("The ID token from {} was not accepted: {e}", provider.name),
+            );
+        }
+    };
+    let nonce_ok = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .is_some_and(|n| same_secret(n, &pending.nonce));
+    if !nonce_ok {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            Some(issuer),
+            "nonce mismatch",
+            "The ID token was not issued for this sign-in (its nonce differs).",
+        );
+    }
+    // As in the token exchange: no provisioning, the mapped user must exist.
+    let user = match c.gw.db.user(&external.id).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                Some(issuer),
+                "not a Writ user",
+                &format!(
+                    "{} signed you in as {}, who is not a Writ user. An admin must add the user first (writ users add {}).",
+                    provider.name, external.id, external.id
+                ),
+            );
+        }
+        Err(e) => return error_page(None, &e.into()),
+    };
+    // The session lasts as a key-based one, but not beyond the ID token.
+    let now_secs = Timestamp::now().as_micros().div_euclid(1_000_000);
+    let left = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .map(|exp| exp.saturating_sub(now_secs))
+        .unwrap_or(0);
+    let lifetime = SESSION_LIFETIME.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)));
+    if lifetime.is_zero() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            Some(issuer),
+            "expired ID token",
+            "The ID token has expired. Start again from the sign-in page.",
+        );
+    }
+    let id = match c.start_session(&user, SignInWith::Oidc, lifetime) {
+        Ok(id) => id,
+        Err(e) => return error_page(None, &e),
+    };
+    tracing::info!(user = %user.id, issuer, "console sign-in with OIDC");
+    // A page that moves on by itself rather than a redirect: the session cookie is
+    // `SameSite=Strict`, and browsers do not send it on a navigation whose chain began on the
+    // issuer's site; the page's own navigation is same-site.
+    let mut response = html(StatusCode::OK, pages::continue_to("/console/approvals"));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(headers, SESSION_COOKIE, &id, lifetime.as_secs()),
+    );
+    response
+}
+
+/// Exchanges the code at the token endpoint; the ID token, or why not (never secret).
+async fn redeem(
+    c: &Console,
+    provider: &OidcSignIn,
+    code: &str,
+    code_verifier: &str,
+) -> Result<String, String> {
+    let redirect_uri = c.callback_url();
+    let form = url_encode(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", &redirect_uri),
+        ("client_id", &provider.client_id),
+        ("code_verifier", code_verifier),
+    ]);
+    let secret = match &provider.secret {
+        ClientSecret::None => None,
+        ClientSecret::Env(s) => Some(s.expose().to_vec()),
+        ClientSecret::Vault(name) => Some(
+            crate::pipeline::open_credential(c.gw.db.as_ref(), &c.gw.master_key, name, None)
+                .await?
+                .0
+                .expose()
+                .to_vec(),
+        ),
+    };
+    let mut request = http_client()?
+        .post(&provider.token_endpoint)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ACCEPT, "application/json")
+        .body(form);
+    if let Some(secret) = secret {
+        // client_secret_basic (RFC 6749 §2.3.1): both parts form-encoded, then Basic.
+        let secret = String::from_utf8(secret)
+            .map_err(|_| "the client secret is not UTF-8 text".to_owned())?;
+        let enc = |s: &str| {
+            serde_urlencoded::to_string([("", s)])
+                .map(|t| t.trim_start_matches('=').to_owned())
+                .unwrap_or_default()
+        };
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(&provider.client_id),
+            enc(&secret)
+        ));
+        request = request.header(header::AUTHORIZATION, format!("Basic {basic}"));
+    }
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| format!("token endpoint unreachable: {}", e.without_url()))?;
+    let status = resp.status();
+    let body = bounded_body(resp)
+        .await
+        .map_err(|e| format!("token endpoint: {e}"))?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let code = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .map(oauth_code)
+            .unwrap_or_else(|| "no error code".to_owned());
+        return Err(format!("token endpoint answered HTTP {status} ({code})"));
+    }
+    answer
+        .get("id_token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| "the token endpoint's answer has no id_token".to_owned())
+}
+
+/// Pending sign-ins by the SHA-256 of their cookie's id.
+pub(super) type PendingTable = HashMap<[u8; 32], PendingSignIn>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_challenge_is_rfc_7636_s256() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn only_plain_error_codes_are_shown() {
+        assert_eq!(oauth_code("access_denied"), "access_denied");
+        assert_eq!(oauth_code("<script>"), "an unreadable error");
+        assert_eq!(oauth_code(""), "an unreadable error");
+    }
+}
