@@ -911,6 +911,29 @@ async fn console_in_a_real_browser() {
         .unwrap();
     wait_for(&bob, "#api_key").await;
     sign_in(&bob, &url, &admin).await;
+    // Log status: the whole log was verified at start; an admin verifies it again on demand.
+    bob.goto(&format!("{url}/console/audit")).await.unwrap();
+    wait_for(&bob, "#last-verification[data-state=verified]").await;
+    bob.find(Locator::Css("#verify-now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = wait_for(&bob, "#last-verification[data-state=verified]")
+            .await
+            .text()
+            .await
+            .unwrap();
+        if text.contains("by user:admin") {
+            assert!(text.contains("verified"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     bob.goto(&format!("{url}/console/policy")).await.unwrap();
     let version = wait_for(&bob, "#bundle-version")
         .await

@@ -39,6 +39,16 @@ pub struct GatewayParts {
     pub max_connector_timeout: Duration,
 }
 
+/// A verification of the whole log: when, at whose request, and what it found.
+#[derive(Debug, Clone)]
+pub struct LastVerification {
+    pub at: writ_core::Timestamp,
+    /// `writ` (at start) or `user:<id>`.
+    pub by: String,
+    /// The entries, root and checkpoints covered, or the first problem found.
+    pub result: Result<writ_store::VerifyReport, String>,
+}
+
 /// The running gateway, shared by every request.
 pub struct Gateway {
     pub db: Arc<dyn Database>,
@@ -61,6 +71,8 @@ pub struct Gateway {
     /// Bumped when the tools an MCP client may see can have changed: an upstream's tools, the
     /// policy bundle, a grant. Each MCP session then sends `notifications/tools/list_changed`.
     pub(crate) tools: watch::Sender<u64>,
+    /// The outcome of the latest verification of the whole log by this process.
+    pub(crate) last_verification: std::sync::Mutex<Option<LastVerification>>,
     /// Cancelled when the server stops: ends the MCP sessions, whose open streams would
     /// otherwise keep a graceful shutdown waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -87,6 +99,7 @@ impl Gateway {
             metrics: Metrics::new(),
             changes,
             tools: watch::channel(0).0,
+            last_verification: std::sync::Mutex::new(None),
             shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
@@ -98,6 +111,44 @@ impl Gateway {
 
     pub(crate) fn notify_change(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Verifies the whole log (every entry re-hashed, every stored checkpoint against the tree
+    /// and this server's verifier key) and keeps the outcome as the last verification.
+    pub async fn verify_log(&self, by: &str) -> LastVerification {
+        let options = writ_store::VerifyOptions {
+            verifier: Some(self.checkpoint_signer.verifier()),
+            trusted_checkpoint: None,
+            batch: 0,
+        };
+        let result = writ_store::verify_log(
+            self.db.as_ref() as &dyn writ_store::Store,
+            &options,
+            &|_| {},
+        )
+        .await
+        .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the audit log does not verify");
+        }
+        let done = LastVerification {
+            at: writ_core::Timestamp::now(),
+            by: by.to_owned(),
+            result,
+        };
+        *self
+            .last_verification
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(done.clone());
+        done
+    }
+
+    /// The latest verification's outcome, if any ran.
+    pub fn last_verification(&self) -> Option<LastVerification> {
+        self.last_verification
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The tools an MCP client may see can have changed.
@@ -148,6 +199,11 @@ impl Gateway {
     /// Starts the background work: approval expiry and recovery every second, checkpoints every
     /// `checkpoint_every`, gauges. Runs until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>, checkpoint_every: Duration) {
+        // The whole log is verified once at start, in the background.
+        let gw = self.clone();
+        tokio::spawn(async move {
+            gw.verify_log("writ").await;
+        });
         // An upstream's tools changed: tell the MCP sessions.
         for connector in self.connectors.values() {
             if let Some(mut rx) = connector.changes() {

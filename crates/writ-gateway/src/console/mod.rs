@@ -162,6 +162,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/events", get(events))
         .route("/console/actions/{id}", get(action_page))
         .route("/console/audit", get(audit_page))
+        .route("/console/audit/verify", post(verify_log))
         .route("/console/identity", get(identity_page))
         .route("/console/grants", post(create_grant))
         .route("/console/grants/{id}/revoke", post(revoke_grant))
@@ -758,6 +759,8 @@ pub(crate) struct LogStatus {
     pub size: u64,
     pub checkpoint: Option<(u64, String)>,
     pub verifier_key: String,
+    /// The latest verification of the whole log by this server (at start, or asked by an admin).
+    pub verification: Option<crate::gateway::LastVerification>,
 }
 
 async fn audit_page(
@@ -783,6 +786,7 @@ async fn audit_page(
                 (cp.tree_size, at)
             }),
             verifier_key: c.gw.checkpoint_signer.verifier().to_string(),
+            verification: c.gw.last_verification(),
         };
         Ok::<_, ApiError>(pages::audit(&who, &search, &rows, &status))
     }
@@ -955,6 +959,32 @@ async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: B
     .await;
     match result {
         Ok(_) => Redirect::to("/console/identity").into_response(),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+/// An admin asks for the whole log to be verified now; the audit page shows the outcome.
+async fn verify_log(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
+        Err(e) => return error_page(None, &e),
+    };
+    let result = async {
+        let f: CsrfForm = form(&body)?;
+        check_post(&c.gw, &headers, &who, &f.csrf)?;
+        if !who.user.admin {
+            return Err(ApiError::forbidden(format!(
+                "user {} is not an admin; only admins verify the whole log from here",
+                who.user.id
+            )));
+        }
+        c.gw.verify_log(&format!("user:{}", who.user.id)).await;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to("/console/audit").into_response(),
         Err(e) => error_page(Some(&who), &e),
     }
 }

@@ -586,6 +586,33 @@ pub(super) fn audit(
                         }
                     }
                     dt { "Log key" } dd.mono { (status.verifier_key) }
+                    dt { "Last verification" } dd #last-verification
+                        data-state=(match &status.verification {
+                            None => "none",
+                            Some(v) if v.result.is_ok() => "verified",
+                            Some(_) => "failed",
+                        }) {
+                        @match &status.verification {
+                            None => { "not yet (it runs at start, in the background)" }
+                            Some(v) => {
+                                @match &v.result {
+                                    Ok(r) => {
+                                        "verified " (r.entries_checked) " entries and "
+                                        (r.checkpoints_checked) " checkpoints, root "
+                                        span.mono { (r.root) }
+                                    }
+                                    Err(why) => { "FAILED: " (why) }
+                                }
+                                " (" (v.at) ", by " (v.by) ")"
+                            }
+                        }
+                    }
+                }
+                @if who.user.admin {
+                    form method="post" action="/console/audit/verify" {
+                        input type="hidden" name="csrf" value=(who.csrf);
+                        button #verify-now type="submit" { "Verify the whole log now" }
+                    }
                 }
             }
             form.search method="get" action="/console/audit" {
