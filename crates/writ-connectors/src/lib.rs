@@ -143,6 +143,13 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// A digest of the operation's definition as the upstream declared it (`sha256:<hex>` of an
+    /// MCP tool's name, description, schemas and annotations), for connectors whose operations
+    /// the upstream can redefine; `None` for operations fixed by configuration.
+    fn definition(&self, _operation: &str) -> Option<String> {
+        None
+    }
+
     /// Bumped whenever the set of operations changes (an upstream MCP server's tools changed);
     /// `None` for a connector whose operations are fixed by configuration.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

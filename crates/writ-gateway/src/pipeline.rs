@@ -237,7 +237,7 @@ pub async fn submit(
 
     let id = ActionId::generate();
     let now = Timestamp::now();
-    let request_json = json!({
+    let mut request_json = json!({
         "args": req.args,
         "intent": req.intent,
         "rationale": req.rationale,
@@ -268,6 +268,13 @@ pub async fn submit(
     let tool = tool_facts(&**connector, &req.operation);
     if let Some(t) = &tool {
         requested["tool"] = json!(t);
+    }
+    // The upstream's definition of the tool (an MCP server can redefine its tools): recorded,
+    // and checked again before an approved action runs.
+    let definition = connector.definition(&req.operation);
+    if let Some(d) = &definition {
+        requested["tool_definition"] = json!(d);
+        request_json["tool_definition"] = json!(d);
     }
     let agent_actor = format!("agent:{}", caller.agent);
     let mut entries = vec![entry(&id, EntryKind::Requested, &agent_actor, requested)?];
@@ -1109,6 +1116,36 @@ pub async fn decide(
                 ..Default::default()
             },
         },
+    };
+    // An upstream tool redefined since the request is not the tool the approvers reviewed: it
+    // is not run, whatever the policy says.
+    let recorded = action
+        .request
+        .get("tool_definition")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let verdict = match recorded {
+        Some(then) => {
+            let now = gw
+                .connectors
+                .get(&action.connector)
+                .and_then(|c| c.definition(&action.operation));
+            if now.as_deref() == Some(then.as_str()) {
+                verdict
+            } else {
+                Verdict::Deny {
+                    explanation: writ_policy::Explanation {
+                        reasons: vec![format!(
+                            "the tool's definition changed upstream after the request ({then}, now {}); it was not run: request it again",
+                            now.as_deref().unwrap_or("gone")
+                        )],
+                        bundle_version: gw.policy.version().to_string(),
+                        ..Default::default()
+                    },
+                }
+            }
+        }
+        None => verdict,
     };
     let evaluated = entry(
         &action_id,

@@ -40,6 +40,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use sha2::Digest;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -174,6 +175,8 @@ struct Connection {
 struct UpstreamTool {
     info: OperationInfo,
     validator: Option<jsonschema::Validator>,
+    /// `sha256:<hex>` of the tool as the server listed it.
+    definition: String,
 }
 
 /// Tool names Writ can offer as `<upstream>.<tool>` (and grants can name).
@@ -330,6 +333,10 @@ impl Shared {
         let mut out = BTreeMap::new();
         for tool in tools {
             let name = tool.name.to_string();
+            let definition = match serde_json::to_vec(&tool) {
+                Ok(bytes) => format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+                Err(_) => continue,
+            };
             if !valid_tool_name(&name) {
                 tracing::warn!(upstream = %self.name, tool = %name, "tool name not offered: only letters, digits, '_' and '-'");
                 continue;
@@ -371,6 +378,7 @@ impl Shared {
                         hints: Some(hints),
                     },
                     validator,
+                    definition,
                 },
             );
         }
@@ -790,6 +798,14 @@ impl Connector for McpConnector {
             elapsed,
             credential: connection.references.clone(),
         })
+    }
+
+    fn definition(&self, operation: &str) -> Option<String> {
+        self.shared
+            .read()
+            .tools
+            .get(operation)
+            .map(|t| t.definition.clone())
     }
 
     fn hints(&self, operation: &str) -> Option<ToolHints> {
