@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "mcp_upstream_secret_5f1e2d3c4b";
 const CANARY: &str = "writ-own-environment-canary-77";
+/// The credential's second version, after a rotation.
+const TOKEN2: &str = "mcp_upstream_rotated_9a8b7c6d5e";
 
 /// The project: the example bundle, `everything-token` in the vault, the upstream declared by
 /// `connector` (a TOML table body).
@@ -285,6 +287,24 @@ async fn a_stdio_mcp_server_is_governed_supervised_and_never_sees_writ_secrets()
     let (s, v) = p.act(&api, "echo", json!({"message": "again"})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(text(&v), "Echo: again");
+
+    // The credential is rotated in the vault: Writ reconnects with the new version by itself,
+    // and scrubs the new value as it did the old one.
+    std::fs::write(env.path("token2.txt"), TOKEN2).unwrap();
+    env.run(&[
+        "vault",
+        "rotate",
+        "everything-token",
+        "--from-file",
+        "token2.txt",
+    ]);
+    wait_connected(&api, 3).await;
+    let (s, v) = p.act(&api, "get-env", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains(TOKEN2), "{v}");
+    let vars: Value = serde_json::from_str(&text(&v)).unwrap();
+    assert_eq!(vars["API_TOKEN"], "[redacted]", "{vars}");
+    assert_eq!(v["result"]["credential"], "everything-token@2", "{v}");
 
     mcp_client_sees_upstream_tools(&env, &server, &api, &p).await;
 }

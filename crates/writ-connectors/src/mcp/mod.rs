@@ -405,11 +405,14 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                 tracing::info!(upstream = %shared.name, tools = shared.read().tools.len(), "connected to the upstream MCP server");
                 let cancel = service.cancellation_token();
                 // Ends when the server closes the connection, when a call found the transport
-                // broken (an HTTP server that went away), or when Writ stops.
+                // broken (an HTTP server that went away), when a credential it was made with
+                // was rotated in the vault, or when Writ stops.
+                let mut rotated = false;
                 let ended = tokio::select! {
                     _ = stop.cancelled() => None,
                     _ = session_stop.cancelled() => Some(()),
                     _ = service.waiting() => Some(()),
+                    _ = credentials_rotated(&shared) => { rotated = true; Some(()) }
                 };
                 session_stop.cancel();
                 if ended.is_none() {
@@ -421,6 +424,15 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                     failures = 0;
                 }
                 let last = shared.read().stderr.back().cloned();
+                if rotated {
+                    // Not a failure: reconnect at once with the new version.
+                    tracing::info!(upstream = %shared.name, "a credential of the upstream was rotated; reconnecting");
+                    session_stop.cancel();
+                    cancel.cancel();
+                    shared.write().connection = None;
+                    failures = 0;
+                    continue;
+                }
                 match last {
                     Some(line) => {
                         format!(
@@ -446,6 +458,46 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// How often the credentials of a connection are compared with the vault's current versions.
+const ROTATION_CHECK: Duration = Duration::from_secs(5);
+
+/// Returns when a credential the current connection was made with has a new current version in
+/// the vault (checked every [`ROTATION_CHECK`]); never, for a connection without credentials.
+/// A vault that cannot be read keeps the connection as it is.
+async fn credentials_rotated(shared: &Shared) {
+    let names: Vec<String> = shared
+        .config
+        .env
+        .values()
+        .chain(shared.config.headers.values())
+        .filter_map(|s| match s {
+            Setting::Credential(c) => Some(c.credential.clone()),
+            Setting::Literal(_) => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(ROTATION_CHECK).await;
+        let in_use = shared
+            .read()
+            .connection
+            .as_ref()
+            .and_then(|c| c.references.clone());
+        let mut current = Vec::with_capacity(names.len());
+        for name in &names {
+            match shared.credentials.shared(name).await {
+                Ok((_, reference)) => current.push(reference),
+                Err(_) => break,
+            }
+        }
+        if current.len() == names.len() && in_use.as_deref() != Some(current.join(", ").as_str()) {
+            return;
         }
     }
 }
