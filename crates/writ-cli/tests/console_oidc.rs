@@ -11,6 +11,7 @@
 //! prints why and passes, except under CI (env `CI` set), where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod common;
 
 use std::net::TcpListener;
@@ -18,12 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use browser::{CHROMEDRIVER, CHROMIUM, browser, chromedriver, wait_for};
 use common::Env;
-use fantoccini::{Client, Locator};
-use serde_json::json;
+use fantoccini::Client;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long to wait for anything the browser should show.
 const PATIENCE: Duration = Duration::from_secs(30);
 const CLIENT_SECRET: &str = "oidc-client-secret-7f3a9c";
@@ -127,65 +126,6 @@ fn start_provider(module: &Path, dir: &Path, port: u16, redirect: &str) -> Kille
     let child = Killed(child);
     wait_for_port(port, "oidc-provider");
     child
-}
-
-/// chromedriver on a free loopback port, and that port.
-fn chromedriver() -> (Killed, u16) {
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = Killed(child);
-    wait_for_port(port, "chromedriver");
-    (child, port)
-}
-
-/// A fresh headless Chromium session with its own profile (so its own cookies).
-async fn browser(driver_port: u16, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    fantoccini::ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("a WebDriver session with headless Chromium")
-}
-
-async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    match c
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-    {
-        Ok(e) => e,
-        Err(e) => {
-            let url = c.current_url().await.map(|u| u.to_string());
-            let source = c.source().await.unwrap_or_default();
-            panic!("{css} did not appear at {url:?}: {e}\n{source}");
-        }
-    }
 }
 
 /// From Writ's sign-in page through the provider's login (as `login`) and consent pages.
@@ -377,9 +317,11 @@ client_secret_env = "TEST_OIDC_CLIENT_SECRET"
     assert!(body.contains("already used"), "{body}");
 
     // In a browser: the whole flow with the provider's own pages.
-    let (driver, port) = chromedriver();
+    let Some(driver) = chromedriver() else {
+        return;
+    };
     let profiles = tempfile::tempdir().unwrap();
-    let c = browser(port, &profiles.path().join("alice")).await;
+    let c = browser(&driver, &profiles.path().join("alice")).await;
     sign_in_at_provider(&c, &writ, "alice").await;
     wait_for(&c, "#live-status").await;
     wait_for(&c, "span.user[data-signed-in=alice]").await;
@@ -402,7 +344,7 @@ client_secret_env = "TEST_OIDC_CLIENT_SECRET"
     c.close().await.unwrap();
 
     // A user the provider knows and Writ does not: a clear page, no session.
-    let c = browser(port, &profiles.path().join("mallory")).await;
+    let c = browser(&driver, &profiles.path().join("mallory")).await;
     sign_in_at_provider(&c, &writ, "mallory").await;
     let page = wait_for(&c, "section.error p.message").await;
     let text = page.text().await.unwrap();

@@ -517,32 +517,11 @@ async fn http_upstream(database_url: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamable_http_mcp_server_is_governed_on_postgres() {
-    let Some(base) = std::env::var("WRIT_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must set WRIT_TEST_POSTGRES_URL"
-        );
-        eprintln!("skipping the PostgreSQL variant: WRIT_TEST_POSTGRES_URL is not set");
+    let Some(pg) = common::PgSchema::create("writ_mcp_up").await else {
         return;
     };
-    let schema = format!(
-        "writ_mcp_up_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros()
-    );
-    let url = writ_store::postgres::url_with_fresh_schema(&base, &schema)
-        .await
-        .unwrap();
-    http_upstream(Some(url)).await;
-    writ_store::postgres::drop_schema(&base, &schema)
-        .await
-        .unwrap();
+    http_upstream(Some(pg.url.clone())).await;
+    pg.drop_schema().await;
 }
 
 /// A stdio MCP server written with the official Python SDK: one tool, `deploy`, whose

@@ -565,34 +565,9 @@ async fn pipeline_end_to_end_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_end_to_end_on_postgres() {
-    let Some(base) = std::env::var("WRIT_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must set WRIT_TEST_POSTGRES_URL"
-        );
-        eprintln!("skipping: WRIT_TEST_POSTGRES_URL is not set");
+    let Some(pg) = common::PgSchema::create("writ_e2e").await else {
         return;
     };
-    let schema = format!("writ_e2e_{}", uuid_like());
-    let url = writ_store::postgres::url_with_fresh_schema(&base, &schema)
-        .await
-        .unwrap();
-    scenario(Some(url)).await;
-    writ_store::postgres::drop_schema(&base, &schema)
-        .await
-        .unwrap();
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros()
-    )
+    scenario(Some(pg.url.clone())).await;
+    pg.drop_schema().await;
 }

@@ -25,7 +25,7 @@ use writ_connectors::mcp::http_client::Http;
 use writ_gateway::Config;
 
 use super::machine_description;
-use super::pipeline::{Phase, drive, ratio, setup};
+use super::pipeline::{Phase, drive, in_scratch, ratio, setup};
 use crate::Global;
 
 /// The target: what `/mcp` adds over the pipeline's own cost, at the median.
@@ -90,28 +90,10 @@ pub async fn run(a: McpBenchArgs, global: &Global) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0, "--clients must be at least 1");
     let arguments: JsonObject =
         serde_json::from_str(&a.arguments).context("--arguments must be a JSON object")?;
-    writ_store::ensure_data_dir(&global.data_dir)?;
-    let dir = global
-        .data_dir
-        .join(format!("bench-mcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let schema = format!("writ_bench_mcp_{}", std::process::id());
-    let (database_url, backend) = match global.database_url.as_deref() {
-        Some(url) if url.starts_with("postgres") => (
-            Some(writ_store::postgres::url_with_fresh_schema(url, &schema).await?),
-            "postgres",
-        ),
-        Some(url) => (Some(url.to_owned()), "sqlite"),
-        None => (None, "sqlite"),
-    };
-    let result = run_in(&a, arguments, &dir, database_url, backend).await;
-    if let Some(url) = global.database_url.as_deref()
-        && backend == "postgres"
-        && let Err(e) = writ_store::postgres::drop_schema(url, &schema).await
-    {
-        eprintln!("warning: could not drop the bench schema {schema}: {e}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let result = in_scratch(global, "mcp", |dir, database_url, backend| async move {
+        run_in(&a, arguments, &dir, database_url, backend).await
+    })
+    .await;
     let report = result?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

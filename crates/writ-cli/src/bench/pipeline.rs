@@ -6,7 +6,7 @@
 //! difference is what Writ adds.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,29 +117,14 @@ pub async fn run(
     global: &Global,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(agents > 0, "--agents must be at least 1");
-    writ_store::ensure_data_dir(&global.data_dir)?;
-    let dir = global
-        .data_dir
-        .join(format!("bench-pipeline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // A PostgreSQL database gets a private schema, dropped afterwards.
-    let schema = format!("writ_bench_pipeline_{}", std::process::id());
-    let (database_url, backend) = match global.database_url.as_deref() {
-        Some(url) if url.starts_with("postgres") => (
-            Some(writ_store::postgres::url_with_fresh_schema(url, &schema).await?),
-            "postgres",
-        ),
-        Some(url) => (Some(url.to_owned()), "sqlite"),
-        None => (None, "sqlite"),
-    };
-    let result = run_in(&dir, database_url, backend, agents, duration, warmup).await;
-    if let Some(url) = global.database_url.as_deref()
-        && backend == "postgres"
-        && let Err(e) = writ_store::postgres::drop_schema(url, &schema).await
-    {
-        eprintln!("warning: could not drop the bench schema {schema}: {e}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let result = in_scratch(
+        global,
+        "pipeline",
+        |dir, database_url, backend| async move {
+            run_in(&dir, database_url, backend, agents, duration, warmup).await
+        },
+    )
+    .await;
     let report = result?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -286,6 +271,42 @@ async fn run_in(
             verified_root: verified.root,
         },
     })
+}
+
+/// Runs `bench` in a scratch data directory (`<data dir>/bench-<name>-<pid>`) with, when the
+/// database URL is PostgreSQL, a private schema; both are removed afterwards, whatever happened.
+/// `bench` gets the directory, the database URL to use and the backend's name.
+pub(super) async fn in_scratch<T, Fut>(
+    global: &Global,
+    name: &str,
+    bench: impl FnOnce(PathBuf, Option<String>, &'static str) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    writ_store::ensure_data_dir(&global.data_dir)?;
+    let dir = global
+        .data_dir
+        .join(format!("bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let schema = format!("writ_bench_{name}_{}", std::process::id());
+    let (database_url, backend) = match global.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => (
+            Some(writ_store::postgres::url_with_fresh_schema(url, &schema).await?),
+            "postgres",
+        ),
+        Some(url) => (Some(url.to_owned()), "sqlite"),
+        None => (None, "sqlite"),
+    };
+    let result = bench(dir.clone(), database_url, backend).await;
+    if let Some(url) = global.database_url.as_deref()
+        && backend == "postgres"
+        && let Err(e) = writ_store::postgres::drop_schema(url, &schema).await
+    {
+        eprintln!("warning: could not drop the bench schema {schema}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 pub(super) fn ratio(a: f64, b: f64) -> f64 {

@@ -624,3 +624,48 @@ pub fn tool_names(list: &Value) -> Vec<String> {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// A private PostgreSQL schema for one test, at `WRIT_TEST_POSTGRES_URL`.
+pub struct PgSchema {
+    base: String,
+    schema: String,
+    /// The database URL that uses the schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    /// A fresh schema named `<prefix>_<pid>_<µs>`, or `None` (with the reason printed) when
+    /// `WRIT_TEST_POSTGRES_URL` is not set; under CI (env `CI` set) that is a failure.
+    pub async fn create(prefix: &str) -> Option<PgSchema> {
+        let Some(base) = std::env::var("WRIT_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must set WRIT_TEST_POSTGRES_URL"
+            );
+            eprintln!("skipping the PostgreSQL variant: WRIT_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let schema = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+        );
+        let url = writ_store::postgres::url_with_fresh_schema(&base, &schema)
+            .await
+            .unwrap();
+        Some(PgSchema { base, schema, url })
+    }
+
+    /// Drops the schema.
+    pub async fn drop_schema(self) {
+        writ_store::postgres::drop_schema(&self.base, &self.schema)
+            .await
+            .unwrap();
+    }
+}
