@@ -355,6 +355,24 @@ impl Console {
         }
     }
 
+    /// The user a page is for; signed out, the answer is the sign-in page instead.
+    async fn page_user(&self, headers: &HeaderMap) -> Result<SignedIn, Response> {
+        match self.signed_in(headers).await {
+            Ok(Some(who)) => Ok(who),
+            Ok(None) => Err(to_login()),
+            Err(e) => Err(error_page(None, &e)),
+        }
+    }
+
+    /// The user a form post is from; signed out, the answer is a 403 page instead.
+    async fn form_user(&self, headers: &HeaderMap) -> Result<SignedIn, Response> {
+        match self.signed_in(headers).await {
+            Ok(Some(who)) => Ok(who),
+            Ok(None) => Err(error_page(None, &ApiError::forbidden("sign in first"))),
+            Err(e) => Err(error_page(None, &e)),
+        }
+    }
+
     fn end_session(&self, headers: &HeaderMap) {
         if let Some(id) = cookie(headers, SESSION_COOKIE)
             && let Ok(mut sessions) = self.sessions.lock()
@@ -558,10 +576,9 @@ struct CsrfForm {
 }
 
 async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let f: CsrfForm = match form(&body) {
         Ok(f) => f,
@@ -580,10 +597,9 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn approvals_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     match api::visible_approvals(&c.gw, &who.user, Some(ApprovalState::Pending), 200).await {
         Ok(items) => html(StatusCode::OK, pages::approvals(&who, &items)),
@@ -656,10 +672,9 @@ async fn action_page(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let reader = Who::User(who.user.clone());
     match api::action_record(&c.gw, &reader, &id, Duration::ZERO).await {
@@ -768,10 +783,9 @@ async fn audit_page(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let result = async {
         let search = AuditSearch::parse(raw.as_deref())?;
@@ -880,10 +894,9 @@ async fn export(c: &Console, raw: Option<&str>, headers: &HeaderMap, ocsf: bool)
 // Identity and policy
 
 async fn identity_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let result = async {
         let agents = api::visible_agents(&c.gw, &who.user).await?;
@@ -923,10 +936,9 @@ fn words(text: &str) -> Vec<String> {
 
 /// A new grant on the signed-in user's authority, through the API's own [`api::issue_grant`].
 async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
-        Err(e) => return error_page(None, &e),
+    let who = match c.form_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let result = async {
         let f: GrantForm = form(&body)?;
@@ -965,10 +977,9 @@ async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: B
 
 /// An admin asks for the whole log to be verified now; the audit page shows the outcome.
 async fn verify_log(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
-        Err(e) => return error_page(None, &e),
+    let who = match c.form_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let result = async {
         let f: CsrfForm = form(&body)?;
@@ -995,10 +1006,9 @@ async fn revoke_grant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return error_page(None, &ApiError::forbidden("sign in first")),
-        Err(e) => return error_page(None, &e),
+    let who = match c.form_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     let result = async {
         let f: CsrfForm = form(&body)?;
@@ -1015,10 +1025,9 @@ async fn revoke_grant(
 /// The serving policy bundle, its shadow candidate and the recent disagreements between them:
 /// for admins, as `GET /v1/admin/policy`.
 async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_login(),
-        Err(e) => return error_page(None, &e),
+    let who = match c.page_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     if !who.user.admin {
         let e = ApiError::forbidden(format!(
