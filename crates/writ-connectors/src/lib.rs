@@ -129,6 +129,11 @@ pub trait Connector: Send + Sync {
     /// Every operation it offers.
     fn operations(&self) -> Vec<OperationInfo>;
 
+    /// One operation, by name (every call looks one up: override when `operations` is costly).
+    fn operation(&self, name: &str) -> Option<OperationInfo> {
+        self.operations().into_iter().find(|o| o.name == name)
+    }
+
     /// Checks arguments against the operation's schema, before policy sees them.
     fn validate(&self, operation: &str, args: &Value) -> Result<(), ConnectorError>;
 

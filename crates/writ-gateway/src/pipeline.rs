@@ -675,9 +675,7 @@ async fn execute(
             .get(connector_name)
             .ok_or_else(|| format!("connector {connector_name} is no longer configured"))?;
         let info = connector
-            .operations()
-            .into_iter()
-            .find(|o| o.name == operation)
+            .operation(operation)
             .ok_or_else(|| format!("operation {operation} is no longer offered"))?;
         let credential = match &info.credential {
             Some(name) => Some(load_credential(gw, name, user).await?),

@@ -711,6 +711,10 @@ impl Connector for McpConnector {
             .collect()
     }
 
+    fn operation(&self, name: &str) -> Option<OperationInfo> {
+        self.shared.read().tools.get(name).map(|t| t.info.clone())
+    }
+
     fn validate(&self, operation: &str, args: &Value) -> Result<(), ConnectorError> {
         let tools = self.shared.read().tools.clone();
         let Some(tool) = tools.get(operation) else {
