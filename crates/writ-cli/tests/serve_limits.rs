@@ -1,7 +1,8 @@
 //! The limits of the API, through the real `writ serve` binary on SQLite: the per-agent rate
-//! limit, argument and body sizes, approval expiry by the background sweep, and requests that
-//! are unauthenticated or authenticated as the wrong party. Each test runs its own server with
-//! its own `writ.toml`, so that one limit never masks another.
+//! limit, argument and body sizes, approval expiry by the background sweep, a grant's budget
+//! spent only by approved actions that run, and requests that are unauthenticated or
+//! authenticated as the wrong party. Each test runs its own server with its own `writ.toml`, so
+//! that one limit never masks another.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -525,4 +526,121 @@ async fn actions_need_the_right_credentials() {
         .await;
     assert_eq!(a.status, 403, "{}", a.body);
     assert_eq!(w.upstream_calls().len(), 1, "{:?}", w.upstream_calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_actions_spend_the_grant_budget_when_they_run() {
+    let w = World::start("actions_per_agent_per_minute = 0", |t| t).await;
+    let bot = w.agent("alice", "bot").await;
+    let a = w
+        .call(
+            "POST",
+            "/v1/grants",
+            Some(&w.keys["alice"]),
+            Some(
+                json!({"agent": "bot", "actions": ["github.*"], "expires_in": 3600, "max_uses": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let grant = a.body["id"].as_str().unwrap().to_owned();
+    let token = w.token("alice", &bot, &grant).await;
+
+    // Two merges wait for a maintainer; waiting spends nothing, so both are accepted.
+    let mut pending = Vec::new();
+    for pr in [7, 8] {
+        let a = w
+            .call(
+                "POST",
+                "/v1/actions",
+                Some(&token),
+                Some(json!({
+                    "connector": "github", "operation": "merge_pull_request",
+                    "args": {"pull_number": pr, "base": "main"}, "intent": "ship"
+                })),
+            )
+            .await;
+        assert_eq!(a.status, 202, "{}", a.body);
+        pending.push((
+            a.body["action_id"].as_str().unwrap().to_owned(),
+            a.body["approval"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+
+    // A maintainer approves both at once: the one use the grant allows goes to exactly one.
+    let decide = |approval: &str| {
+        let path = format!("/v1/approvals/{approval}/decision");
+        let w = &w;
+        async move {
+            w.call(
+                "POST",
+                &path,
+                Some(&w.keys["bob"]),
+                Some(json!({"decision": "approve"})),
+            )
+            .await
+        }
+    };
+    let (first, second) = tokio::join!(decide(&pending[0].1), decide(&pending[1].1));
+    let mut statuses = [first.body["status"].clone(), second.body["status"].clone()];
+    statuses.sort_by_key(|s| s.to_string());
+    assert_eq!(
+        statuses,
+        [json!("denied"), json!("succeeded")],
+        "{} {}",
+        first.body,
+        second.body
+    );
+    let merges = w
+        .upstream_calls()
+        .iter()
+        .filter(|c| c.contains("merge"))
+        .count();
+    assert_eq!(merges, 1, "{:?}", w.upstream_calls());
+
+    // The refused one says why, and its record shows the grant's refusal as the evaluation.
+    let denied = if first.body["status"] == "denied" {
+        &first
+    } else {
+        &second
+    };
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    let id = denied.body["action_id"].as_str().unwrap();
+    let record = w
+        .call("GET", &format!("/v1/actions/{id}"), Some(&token), None)
+        .await;
+    let reasons = record.body["reasons"].to_string();
+    assert!(
+        reasons.contains("used 1 times, its limit"),
+        "{}",
+        record.body
+    );
+    let evaluations: Vec<&Value> = record.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "evaluated")
+        .collect();
+    let last = evaluations.last().unwrap();
+    assert_eq!(last["payload"]["verdict"]["verdict"], "deny", "{last}");
+    assert!(
+        last["payload"]["grant_check"]
+            .as_str()
+            .unwrap()
+            .contains("its limit"),
+        "{last}"
+    );
+
+    // Exactly one use was spent.
+    let grants = w
+        .call("GET", "/v1/grants", Some(&w.keys["alice"]), None)
+        .await;
+    let ours = grants.body["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == grant.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(ours["usage"]["uses"], 1, "{ours}");
 }

@@ -82,7 +82,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::not_found(format!("{m} does not exist")),
             StoreError::AlreadyExists(m) => ApiError::conflict(format!("{m} already exists")),
-            StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Conflict(m) | StoreError::GrantRefused(m) => ApiError::conflict(m),
             StoreError::InvalidRequest(m) => ApiError::bad_request(m),
             other => {
                 tracing::error!(error = %other, "store error");
@@ -591,7 +591,7 @@ async fn commit_new(
                 None => Err(ApiError::conflict("the idempotency key is in use; retry")),
             }
         }
-        Err(StoreError::Conflict(_)) => Ok(Committed::GrantRefused),
+        Err(StoreError::GrantRefused(_)) => Ok(Committed::GrantRefused),
         Err(e) => Err(e.into()),
     }
 }
@@ -1058,7 +1058,7 @@ pub async fn decide(
     let grant = gw.db.grant(&caller.grant).await?;
     let requester = gw.db.user(&caller.user).await?;
     let connector = gw.connectors.get(&action.connector);
-    let verdict = match (grant, requester, connector) {
+    let verdict = match (&grant, requester, connector) {
         (Some(grant), Some(requester), Some(connector)) => {
             let resource_ref = connector
                 .resource(&action.operation, &args)
@@ -1145,12 +1145,14 @@ pub async fn decide(
         }
         None => verdict,
     };
-    let evaluated = entry(
-        &action_id,
-        EntryKind::Evaluated,
-        "writ",
-        json!({"reevaluation": true, "approval_id": approval.id, "approvers": approvals, "verdict": verdict_json(&verdict)}),
-    )?;
+    let evaluation = |verdict: &Verdict, grant_check: Option<&str>| {
+        let mut payload = json!({"reevaluation": true, "approval_id": approval.id, "approvers": approvals, "verdict": verdict_json(verdict)});
+        if let Some(why) = grant_check {
+            payload["grant_check"] = json!(why);
+        }
+        entry(&action_id, EntryKind::Evaluated, "writ", payload)
+    };
+    let evaluated = evaluation(&verdict, None)?;
     let approve_changes = |to: ActionState, result: Option<Value>| {
         vec![
             Change::InsertDecision(decision_row.clone()),
@@ -1187,7 +1189,8 @@ pub async fn decide(
         )
         .await;
     }
-    // The budget is spent when the action runs, not when it was asked for.
+    // The budget is spent when the action runs, not when it was asked for: in the commit that
+    // records it as executing, so spent if and only if it runs.
     let action_name = format!("{}.{}", action.connector, action.operation);
     let resource_id = connector
         .and_then(|c| c.resource(&action.operation, &args).ok())
@@ -1199,37 +1202,72 @@ pub async fn decide(
         resource: resource_id.as_deref(),
         arguments: &args,
     };
-    if let Err(denial) = writ_store::use_grant(gw.db.as_ref(), &caller.grant, &attempt, now).await?
-    {
-        let verdict = grant_verdict(&denial, &gw.policy.version().to_string());
-        return commit_then_finish(
-            gw,
-            &action_id,
+    // Denied by the grant after all: the evaluation recorded says so, with the reason.
+    let grant_denied = |reason: String| -> Result<(Vec<Change>, Vec<NewEntry>), ApiError> {
+        let verdict = Verdict::Deny {
+            explanation: writ_policy::Explanation {
+                reasons: vec![format!("the grant does not cover this action: {reason}")],
+                bundle_version: gw.policy.version().to_string(),
+                ..Default::default()
+            },
+        };
+        Ok((
             approve_changes(
                 ActionState::Denied,
                 Some(json!({"verdict": verdict_json(&verdict)})),
             ),
             vec![
-                decided,
-                evaluated,
+                decided.clone(),
+                evaluation(&verdict, Some(&reason))?,
                 responded(&action_id, 403, ActionState::Denied)?,
             ],
-            decided_err,
-        )
-        .await;
-    }
+        ))
+    };
+    let amount = match grant
+        .as_ref()
+        .map(|g| g.grant.check(&attempt, now, g.usage))
+    {
+        Some(Ok(amount)) => amount,
+        Some(Err(denial)) => {
+            let (changes, entries) = grant_denied(denial.to_string())?;
+            return commit_then_finish(gw, &action_id, changes, entries, decided_err).await;
+        }
+        None => {
+            return Err(ApiError::internal(format!(
+                "grant {} vanished",
+                caller.grant
+            )));
+        }
+    };
     let verdict_value = verdict_json(&verdict);
-    let mut seqs: Vec<u64> = gw
+    let mut executing = approve_changes(ActionState::Executing, None);
+    executing.push(Change::SpendGrant {
+        grant: caller.grant.as_str().to_owned(),
+        amount_micros: amount.micros(),
+        now,
+    });
+    let receipts = match gw
         .db
-        .commit(
-            approve_changes(ActionState::Executing, None),
-            vec![decided, evaluated],
-        )
+        .commit(executing, vec![decided.clone(), evaluated])
         .await
-        .map_err(decided_err)?
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    {
+        Ok(receipts) => receipts,
+        Err(StoreError::GrantRefused(why)) => {
+            // A concurrent use spent the budget, or the grant was revoked, between the check
+            // above and the commit: recorded as the denial it now is.
+            let reason = match gw.db.grant(&caller.grant).await? {
+                Some(g) => match g.grant.check(&attempt, now, g.usage) {
+                    Err(denial) => denial.to_string(),
+                    Ok(_) => why,
+                },
+                None => why,
+            };
+            let (changes, entries) = grant_denied(reason)?;
+            return commit_then_finish(gw, &action_id, changes, entries, decided_err).await;
+        }
+        Err(e) => return Err(decided_err(e)),
+    };
+    let mut seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
     gw.notify_change();
     seqs.extend(
         execute(

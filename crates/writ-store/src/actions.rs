@@ -153,7 +153,7 @@ pub enum Change {
     /// Refused with [`StoreError::AlreadyExists`] if this approver already decided.
     InsertDecision(DecisionRow),
     /// Spends one use and `amount_micros` of a grant's budgets. Refused with
-    /// [`StoreError::Conflict`] if the grant is revoked, expired at `now`, or the spend would
+    /// [`StoreError::GrantRefused`] if the grant is revoked, expired at `now`, or the spend would
     /// exceed `max_uses` or the sum budget: the budget is spent if and only if the action that
     /// spends it is recorded.
     SpendGrant {
@@ -229,7 +229,7 @@ pub(crate) fn state_conflict(what: &str, id: &str, found: Option<&str>, to: &str
 
 /// The refusal of a `SpendGrant` that matched no row.
 pub(crate) fn grant_spent(grant: &str) -> StoreError {
-    StoreError::Conflict(format!(
+    StoreError::GrantRefused(format!(
         "grant {grant} was revoked, has expired, or its budget is spent"
     ))
 }

@@ -28,6 +28,7 @@ mod identity_sqlite;
 mod migrate;
 pub mod postgres;
 mod sequencer;
+pub mod sessions;
 pub mod sqlite;
 pub mod verify;
 
@@ -36,6 +37,7 @@ pub use actions::{
     Decision, DecisionRow,
 };
 pub use identity::{IdentityStore, use_grant};
+pub use sessions::{SessionRecord, SessionStore};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify_log};
 
 /// What went wrong in the store. Messages say which operation and what to do.
@@ -70,6 +72,11 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0}")]
     Conflict(String),
+    /// A `SpendGrant` found the grant revoked, expired or its budget spent: told apart from a
+    /// [`StoreError::Conflict`] on another change of the same commit, so that a caller can record
+    /// a denial rather than a lost race.
+    #[error("{0}")]
+    GrantRefused(String),
 }
 
 impl StoreError {
@@ -281,10 +288,11 @@ pub trait Store: Send + Sync + 'static {
 /// The file name of the embedded database inside the data directory.
 pub const SQLITE_FILE: &str = "writ.db";
 
-/// Everything Writ stores, in one database: the audit log, identity, actions and approvals.
-pub trait Database: Store + IdentityStore + ActionStore {}
+/// Everything Writ stores, in one database: the audit log, identity, actions and approvals,
+/// console sessions.
+pub trait Database: Store + IdentityStore + ActionStore + SessionStore {}
 
-impl<T: Store + IdentityStore + ActionStore> Database for T {}
+impl<T: Store + IdentityStore + ActionStore + SessionStore> Database for T {}
 
 /// Opens the database named by `database_url`, or the embedded SQLite database in `data_dir`
 /// when there is none, creating and migrating it as needed.

@@ -436,7 +436,7 @@ async fn grant_budget_spent_with_the_action(db: Db) {
         let (id, r) = t.await.unwrap();
         match r {
             Ok(_) => ran += 1,
-            Err(StoreError::Conflict(m)) => {
+            Err(StoreError::GrantRefused(m)) => {
                 assert!(m.contains("budget"), "{m}");
                 assert!(
                     s.action(&id).await.unwrap().is_none(),
