@@ -890,3 +890,122 @@ async fn console_in_a_real_browser() {
 
     bob.close().await.unwrap();
 }
+
+/// The value of the first `name="csrf"` field of a page.
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Signs in over plain HTTP with a user API key, as the sign-in form does; the session cookie.
+async fn http_sign_in(url: &str, key: &str) -> String {
+    let page = raw_client()
+        .get(format!("{url}/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let login = browser::set_cookie(&page, "writ_login").unwrap();
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let resp = raw_client()
+        .post(format!("{url}/console/login"))
+        .header("cookie", login)
+        .header("origin", url)
+        .form(&[("csrf", csrf.as_str()), ("api_key", key)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "{:?}", resp.headers());
+    browser::set_cookie(&resp, "writ_session").unwrap()
+}
+
+/// `GET /console/approvals` with a session cookie: 200 and the page, or 303 to the sign-in.
+async fn inbox(url: &str, session: &str) -> (u16, String) {
+    let resp = raw_client()
+        .get(format!("{url}/console/approvals"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn sign_out(url: &str, session: &str, csrf: &str) {
+    let resp = raw_client()
+        .post(format!("{url}/console/logout"))
+        .header("cookie", session)
+        .header("origin", url)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+}
+
+/// Sessions live in the database: a restart keeps them (SQLite), and two replicas on one
+/// PostgreSQL share them, so signing out on one signs out on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_survive_restarts_and_are_shared_by_replicas() {
+    let upstream = Upstream::start(None).await;
+    let config = |env: &Env| {
+        env.init_with_secret(|p| p);
+        env.write_config(&Config {
+            upstream: &upstream.url,
+            policies: Some(&env.path("policies")),
+            timeout_ms: 2000,
+            merge_timeout_ms: None,
+            credential: true,
+            extra: "",
+        });
+    };
+
+    // SQLite: signed in, restarted, still signed in; signed out, out for good.
+    let env = Env::new(None);
+    config(&env);
+    let mut server = env.serve();
+    let admin = server.admin();
+    let session = http_sign_in(&server.url, &admin).await;
+    let (status, page) = inbox(&server.url, &session).await;
+    assert_eq!(status, 200, "{page}");
+    server.terminate(Duration::from_secs(10)).unwrap();
+    let server = env.serve();
+    let (status, page) = inbox(&server.url, &session).await;
+    assert_eq!(
+        status, 200,
+        "the session did not survive the restart: {page}"
+    );
+    sign_out(&server.url, &session, &csrf_in(&page)).await;
+    assert_eq!(inbox(&server.url, &session).await.0, 303);
+    // Nothing that opens a session is in the database: only its hash.
+    let cookie_value = session.split_once('=').unwrap().1;
+    for file in ["data/writ.db", "data/writ.db-wal"] {
+        let bytes = std::fs::read(env.path(file)).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(cookie_value.len())
+                .any(|w| w == cookie_value.as_bytes()),
+            "the session cookie is stored in clear in {file}"
+        );
+    }
+    drop(server);
+
+    // PostgreSQL: two replicas on one database and one data directory.
+    let Some(pg) = common::PgSchema::create("writ_console").await else {
+        return;
+    };
+    let env = Env::new(Some(pg.url.clone()));
+    config(&env);
+    let a = env.serve();
+    let admin = a.admin();
+    let b = env.serve();
+    let session = http_sign_in(&a.url, &admin).await;
+    let (status, page) = inbox(&b.url, &session).await;
+    assert_eq!(status, 200, "replica b does not know a's session: {page}");
+    sign_out(&b.url, &session, &csrf_in(&page)).await;
+    assert_eq!(
+        inbox(&a.url, &session).await.0,
+        303,
+        "signed out on b, not on a"
+    );
+    drop((a, b));
+    pg.drop_schema().await;
+}

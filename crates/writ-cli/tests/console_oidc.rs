@@ -4,7 +4,8 @@
 //! Chromium over WebDriver: the sign-in page's "Sign in with …", the provider's own login and
 //! consent pages, back at Writ signed in as the mapped user. Then what must be refused: a
 //! callback without the browser's pending sign-in or with another `state`, a callback used twice,
-//! the provider's `error=`, and an ID token whose user is not a Writ user.
+//! the provider's `error=`, and an ID token whose user is not a Writ user. Last, the client
+//! secret moved from the environment into the vault, and the sign-in again.
 //!
 //! Needs `WRIT_TEST_OIDC_PROVIDER` (the installed `oidc-provider` package directory; `.ci/run`
 //! installs it), node, and Debian's `chromium` and `chromium-driver`. Without them the test
@@ -157,17 +158,6 @@ async fn sign_in_at_provider(c: &Client, writ: &str, login: &str) {
         .unwrap();
 }
 
-/// The `name=value` a response sets for cookie `name`, if any.
-fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|pair| pair.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
 /// Starts a sign-in without a browser: the pending cookie and the `state` sent to the provider.
 async fn start_flow(http: &reqwest::Client, writ: &str) -> (String, String, String) {
     let resp = http
@@ -177,7 +167,7 @@ async fn start_flow(http: &reqwest::Client, writ: &str) -> (String, String, Stri
         .unwrap();
     assert_eq!(resp.status(), 303);
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
-    let cookie = set_cookie(&resp, "writ_oidc").expect("the pending sign-in's cookie");
+    let cookie = browser::set_cookie(&resp, "writ_oidc").expect("the pending sign-in's cookie");
     let params: Vec<(String, String)> = reqwest::Url::parse(&location)
         .unwrap()
         .query_pairs()
@@ -213,7 +203,7 @@ async fn callback(
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    let session = set_cookie(&resp, "writ_session").filter(|c| c != "writ_session=");
+    let session = browser::set_cookie(&resp, "writ_session").filter(|c| c != "writ_session=");
     (status, session, resp.text().await.unwrap())
 }
 
@@ -253,7 +243,7 @@ client_secret_env = "TEST_OIDC_CLIENT_SECRET"
         ),
     )
     .unwrap();
-    let _server = env.serve_at(
+    let server = env.serve_at(
         &format!("127.0.0.1:{writ_port}"),
         &["--config", "writ.toml"],
         &[("TEST_OIDC_CLIENT_SECRET", CLIENT_SECRET)],
@@ -351,6 +341,36 @@ client_secret_env = "TEST_OIDC_CLIENT_SECRET"
     assert!(text.contains("mallory, who is not a Writ user"), "{text}");
     c.goto(&format!("{writ}/console/approvals")).await.unwrap();
     wait_for(&c, "a.oidc-start").await;
+    c.close().await.unwrap();
+
+    // The client secret from the vault instead of the environment: the same sign-in works.
+    drop(server);
+    std::fs::write(env.path("oidc-secret.txt"), CLIENT_SECRET).unwrap();
+    env.run(&[
+        "vault",
+        "put",
+        "oidc-console",
+        "--from-file",
+        "oidc-secret.txt",
+    ]);
+    std::fs::remove_file(env.path("oidc-secret.txt")).unwrap();
+    let config = std::fs::read_to_string(env.path("writ.toml")).unwrap();
+    std::fs::write(
+        env.path("writ.toml"),
+        config.replace(
+            "client_secret_env = \"TEST_OIDC_CLIENT_SECRET\"",
+            "client_secret_credential = \"oidc-console\"",
+        ),
+    )
+    .unwrap();
+    let _server = env.serve_at(
+        &format!("127.0.0.1:{writ_port}"),
+        &["--config", "writ.toml"],
+        &[],
+    );
+    let c = browser(&driver, &profiles.path().join("alice-again")).await;
+    sign_in_at_provider(&c, &writ, "alice").await;
+    wait_for(&c, "span.user[data-signed-in=alice]").await;
     c.close().await.unwrap();
     drop(driver);
 }

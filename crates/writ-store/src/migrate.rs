@@ -28,6 +28,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "actions",
         sql: include_str!("migrations/sqlite/0004_actions.sql"),
     },
+    Migration {
+        version: 5,
+        name: "console_sessions",
+        sql: include_str!("migrations/sqlite/0005_console_sessions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -50,6 +55,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "actions",
         sql: include_str!("migrations/postgres/0004_actions.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "console_sessions",
+        sql: include_str!("migrations/postgres/0005_console_sessions.sql"),
     },
 ];
 

@@ -1,5 +1,5 @@
 //! Identity and vault persistence on both backends: users, agents, API-key hashes, grants with
-//! atomic budgets and immediate revocation, and versioned sealed credentials.
+//! atomic budgets and immediate revocation, versioned sealed credentials, and console sessions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -778,3 +778,112 @@ async fn assertion_replay_is_refused(db: Db) {
     db.cleanup().await;
 }
 on_both_backends!(assertion_replay_is_refused);
+
+/// Console sessions and OIDC sign-ins in progress: stored by hash, seen by every store instance
+/// on the database, expired by time, bounded per user, taken once.
+async fn console_sessions_and_pending_sign_ins(db: Db) {
+    use writ_store::{Database, SessionRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let s: Arc<dyn Database> = writ_store::open_database(Some(&db.url()), dir.path())
+            .await
+            .unwrap();
+        s
+    };
+    let (s, other) = (open().await, open().await);
+    s.add_user(&user("alice", false, &[])).await.unwrap();
+    let alice = UserId::new("alice").unwrap();
+    let t0 = now();
+    let at = |secs: i64| Timestamp::from_micros(t0.as_micros() + secs * 1_000_000).unwrap();
+    let session = |expires: i64| SessionRecord {
+        user: alice.clone(),
+        sign_in: json!({"method": "oidc", "issuer": "https://idp.example"}),
+        created_at: t0,
+        expires_at: at(expires),
+    };
+
+    s.add_session(&[1; 32], &session(3600), 3).await.unwrap();
+    assert_eq!(
+        other.session(&[1; 32], t0).await.unwrap(),
+        Some(session(3600)),
+        "another instance sees the session"
+    );
+    assert_eq!(
+        s.session(&[1; 32], at(3600)).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(s.session(&[9; 32], t0).await.unwrap(), None, "unknown");
+
+    // At most three per user: a fourth ends the one closest to expiry.
+    for (n, expires) in [(2u8, 3700), (3, 3800), (4, 3900)] {
+        other
+            .add_session(&[n; 32], &session(expires), 3)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.session(&[1; 32], t0).await.unwrap(),
+        None,
+        "the oldest was ended"
+    );
+    for n in [2u8, 3, 4] {
+        assert!(
+            s.session(&[n; 32], t0).await.unwrap().is_some(),
+            "session {n}"
+        );
+    }
+    assert!(s.remove_session(&[4; 32]).await.unwrap());
+    assert!(
+        !other.remove_session(&[4; 32]).await.unwrap(),
+        "already ended"
+    );
+    assert_eq!(other.remove_user_sessions(&alice).await.unwrap(), 2);
+    assert_eq!(s.session(&[2; 32], t0).await.unwrap(), None);
+
+    // A session needs a user that exists.
+    let mut ghost = session(3600);
+    ghost.user = UserId::new("ghost").unwrap();
+    assert!(s.add_session(&[5; 32], &ghost, 3).await.is_err());
+
+    // Pending sign-ins: taken once, on any instance; not after they expire; bounded in number.
+    let data = json!({"state": "s", "nonce": "n"});
+    s.add_pending_sign_in(&[1; 32], &data, at(600), t0, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.take_pending_sign_in(&[1; 32], t0).await.unwrap(),
+        Some(data.clone())
+    );
+    assert_eq!(
+        s.take_pending_sign_in(&[1; 32], t0).await.unwrap(),
+        None,
+        "used"
+    );
+    s.add_pending_sign_in(&[2; 32], &data, at(1), t0, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.take_pending_sign_in(&[2; 32], at(2)).await.unwrap(),
+        None,
+        "expired"
+    );
+    for n in [3u8, 4, 5] {
+        s.add_pending_sign_in(&[n; 32], &data, at(600 + i64::from(n)), t0, 2)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.take_pending_sign_in(&[3; 32], t0).await.unwrap(),
+        None,
+        "dropped"
+    );
+    assert!(
+        s.take_pending_sign_in(&[5; 32], t0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+on_both_backends!(console_sessions_and_pending_sign_ins);

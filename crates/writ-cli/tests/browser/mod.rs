@@ -116,3 +116,15 @@ pub async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         }
     }
 }
+
+/// The `name=value` a response sets for cookie `name`, if any (for the requests a test makes
+/// without the browser).
+pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}

@@ -32,9 +32,9 @@ mod pages;
 
 pub use oidc::OidcSignIn;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -45,12 +45,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use writ_core::Timestamp;
 use writ_identity::apikey::{KeyKind, parse_presented};
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
-use writ_store::{ActionRow, ActionState, ApprovalState, EntryFilter};
+use writ_store::{ActionRow, ActionState, ApprovalState, EntryFilter, SessionRecord};
 
 use crate::api::{self, Who};
 use crate::gateway::Gateway;
@@ -60,8 +61,8 @@ use crate::pipeline::{self, ApiError, DecisionRequest};
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// How long the sign-in form's token is good for.
 const LOGIN_TOKEN_LIFETIME_SECS: u64 = 600;
-/// The most sessions kept at once; beyond it the oldest are dropped.
-const MAX_SESSIONS: usize = 10_000;
+/// The most sessions one user holds at once; signing in again ends the oldest beyond it.
+const MAX_SESSIONS_PER_USER: u32 = 20;
 /// How often the live inbox looks at the store even when this process saw no change (another
 /// replica may have made one).
 const EVENTS_POLL: Duration = Duration::from_secs(2);
@@ -113,28 +114,21 @@ pub(crate) fn js_url() -> String {
     format!("/console/assets/{}", ASSETS[1].name)
 }
 
-/// The console's state: the gateway and the sessions.
+/// The console's state: the gateway. Sessions and OIDC sign-ins in progress are in the store,
+/// so that they survive a restart and every replica shares them.
 pub struct Console {
     gw: Arc<Gateway>,
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// OIDC sign-ins started and not yet finished.
-    pending: Mutex<oidc::PendingTable>,
 }
 
-/// What a session was opened with, and so what each request re-checks.
+/// What a session was opened with, and so what each request re-checks. Stored with the session.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
 enum SignInWith {
-    /// The SHA-256 of the user API key; the session ends when the key is revoked.
-    ApiKey([u8; 32]),
+    /// The SHA-256 (hex) of the user API key; the session ends when the key is revoked.
+    ApiKey { key_sha256: String },
     /// An ID token of an OIDC issuer; the session ends when the user is deleted, and at the
     /// token's expiry at the latest.
-    Oidc,
-}
-
-struct Session {
-    user: writ_identity::UserId,
-    with: SignInWith,
-    csrf: String,
-    expires: Instant,
+    Oidc { issuer: String },
 }
 
 /// A signed-in user, as one request sees them.
@@ -145,11 +139,7 @@ pub(crate) struct SignedIn {
 
 /// Every route of the console, to be merged into the API's router.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let console = Arc::new(Console {
-        gw,
-        sessions: Mutex::new(HashMap::new()),
-        pending: Mutex::new(HashMap::new()),
-    });
+    let console = Arc::new(Console { gw });
     Router::new()
         .route("/console", get(home))
         .route("/console/", get(home))
@@ -210,6 +200,15 @@ fn random_token() -> Result<String, ApiError> {
 
 fn session_key(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
+}
+
+/// The session's CSRF token: derived from the session cookie, which only the browser holds (the
+/// store keeps the cookie's hash), so it is never stored and every replica computes the same.
+fn csrf_token(session_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"writ console csrf\0");
+    h.update(session_id.as_bytes());
+    URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
 /// Compares two secrets without an early exit.
@@ -308,48 +307,42 @@ impl Console {
         let Some(id) = cookie(headers, SESSION_COOKIE) else {
             return Ok(None);
         };
-        let key = session_key(id);
-        let found = {
-            let mut sessions = self
-                .sessions
-                .lock()
-                .map_err(|_| ApiError::internal("the session table is unavailable"))?;
-            match sessions.get(&key) {
-                Some(s) if s.expires > Instant::now() => {
-                    let key_hash = match &s.with {
-                        SignInWith::ApiKey(hash) => Some(*hash),
-                        SignInWith::Oidc => None,
-                    };
-                    Some((s.user.clone(), key_hash, s.csrf.clone()))
-                }
-                Some(_) => {
-                    sessions.remove(&key);
-                    None
-                }
-                None => None,
-            }
-        };
-        let Some((user_id, key_hash, csrf)) = found else {
+        let Some(session) = self
+            .gw
+            .db
+            .session(&session_key(id), Timestamp::now())
+            .await?
+        else {
             return Ok(None);
         };
-        let live = match key_hash {
-            Some(key_hash) => matches!(
-                self.gw.db.api_key(&key_hash).await?,
-                Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == user_id
-            ),
+        let with: Option<SignInWith> = serde_json::from_value(session.sign_in).ok();
+        let live = match with {
+            Some(SignInWith::ApiKey { key_sha256 }) => {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&key_sha256, &mut hash).is_ok()
+                    && matches!(
+                        self.gw.db.api_key(&hash).await?,
+                        Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
+                    )
+            }
             // The issuer is not asked again: the session lives at most until the ID token's
             // expiry, and deleting the user ends it.
-            None => true,
+            Some(SignInWith::Oidc { .. }) => true,
+            // Written by a newer Writ, or damaged: fail closed.
+            None => false,
         };
         let user = if live {
-            self.gw.db.user(&user_id).await?
+            self.gw.db.user(&session.user).await?
         } else {
             None
         };
         match user {
-            Some(user) => Ok(Some(SignedIn { user, csrf })),
+            Some(user) => Ok(Some(SignedIn {
+                user,
+                csrf: csrf_token(id),
+            })),
             None => {
-                self.end_session(headers);
+                self.end_session(headers).await;
                 Ok(None)
             }
         }
@@ -373,11 +366,11 @@ impl Console {
         }
     }
 
-    fn end_session(&self, headers: &HeaderMap) {
+    async fn end_session(&self, headers: &HeaderMap) {
         if let Some(id) = cookie(headers, SESSION_COOKIE)
-            && let Ok(mut sessions) = self.sessions.lock()
+            && let Err(e) = self.gw.db.remove_session(&session_key(id)).await
         {
-            sessions.remove(&session_key(id));
+            tracing::error!(error = %e, "ending a console session failed");
         }
     }
 
@@ -386,39 +379,33 @@ impl Console {
         format!("{}/console/oidc/callback", self.gw.public_url)
     }
 
-    fn start_session(
+    /// Opens a session for `user` lasting `lifetime` (at most [`SESSION_LIFETIME`]); the
+    /// cookie value, which is stored only as its SHA-256.
+    async fn start_session(
         &self,
         user: &UserRecord,
         with: SignInWith,
         lifetime: Duration,
     ) -> Result<String, ApiError> {
         let id = random_token()?;
-        let csrf = random_token()?;
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| ApiError::internal("the session table is unavailable"))?;
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        while sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| *k);
-            match oldest {
-                Some(k) => sessions.remove(&k),
-                None => break,
-            };
-        }
-        sessions.insert(
-            session_key(&id),
-            Session {
-                user: user.id.clone(),
-                with,
-                csrf,
-                expires: now + lifetime.min(SESSION_LIFETIME),
-            },
-        );
+        let now = Timestamp::now();
+        let lifetime = i64::try_from(lifetime.min(SESSION_LIFETIME).as_micros()).unwrap_or(0);
+        let expires_at = Timestamp::from_micros(now.as_micros().saturating_add(lifetime))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let sign_in = serde_json::to_value(&with).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.gw
+            .db
+            .add_session(
+                &session_key(&id),
+                &SessionRecord {
+                    user: user.id.clone(),
+                    sign_in,
+                    created_at: now,
+                    expires_at,
+                },
+                MAX_SESSIONS_PER_USER,
+            )
+            .await?;
         Ok(id)
     }
 }
@@ -551,7 +538,10 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         Ok(_) => return refused(),
         Err(e) => return error_page(None, &e.into()),
     };
-    let id = match c.start_session(&user, SignInWith::ApiKey(key_hash), SESSION_LIFETIME) {
+    let with = SignInWith::ApiKey {
+        key_sha256: hex::encode(key_hash),
+    };
+    let id = match c.start_session(&user, with, SESSION_LIFETIME).await {
         Ok(id) => id,
         Err(e) => return error_page(None, &e),
     };
@@ -587,7 +577,7 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
     if let Err(e) = check_post(&c.gw, &headers, &who, &f.csrf) {
         return error_page(Some(&who), &e);
     }
-    c.end_session(&headers);
+    c.end_session(&headers).await;
     let mut response = to_login();
     response.headers_mut().append(
         header::SET_COOKIE,

@@ -18,15 +18,14 @@
 //! Nothing secret is logged or shown: not the code, the tokens, the verifier nor the client
 //! secret. Failures are logged with the issuer and a reason.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -43,8 +42,9 @@ use crate::pipeline::ApiError;
 
 /// How long a started sign-in may take at the issuer.
 const PENDING_LIFETIME: Duration = Duration::from_secs(600);
+const PENDING_LIFETIME_US: i64 = 600 * 1_000_000;
 /// The most sign-ins pending at once; beyond it the oldest are dropped.
-const MAX_PENDING: usize = 10_000;
+const MAX_PENDING: u32 = 10_000;
 /// The longest the token endpoint (or the discovery document) may take to answer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read from the issuer.
@@ -180,13 +180,16 @@ async fn discover(issuer: &str) -> Result<(String, String), String> {
     ))
 }
 
-/// A sign-in started and not yet finished.
+/// A sign-in started and not yet finished, kept in the store until the issuer sends the browser
+/// back (to any replica) or it expires.
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct PendingSignIn {
     provider: usize,
+    /// The provider's issuer when the sign-in started: a replica configured otherwise refuses.
+    issuer: String,
     state: String,
     nonce: String,
     code_verifier: String,
-    expires: Instant,
 }
 
 /// `BASE64URL(SHA256(verifier))`, the `S256` code challenge.
@@ -253,35 +256,30 @@ pub(super) async fn start(
         '?'
     };
     query.insert(0, separator);
-    {
-        let Ok(mut pending) = c.pending.lock() else {
-            return error_page(
-                None,
-                &ApiError::internal("the sign-in table is unavailable"),
-            );
-        };
-        let now = Instant::now();
-        pending.retain(|_, p| p.expires > now);
-        while pending.len() >= MAX_PENDING {
-            let oldest = pending
-                .iter()
-                .min_by_key(|(_, p)| p.expires)
-                .map(|(k, _)| *k);
-            match oldest {
-                Some(k) => pending.remove(&k),
-                None => break,
-            };
+    let pending = PendingSignIn {
+        provider: n,
+        issuer: provider.verifier.config.issuer.clone(),
+        state,
+        nonce,
+        code_verifier,
+    };
+    let now = Timestamp::now();
+    let stored = match (
+        serde_json::to_value(&pending),
+        Timestamp::from_micros(now.as_micros().saturating_add(PENDING_LIFETIME_US)),
+    ) {
+        (Ok(data), Ok(expires)) => {
+            c.gw.db
+                .add_pending_sign_in(&pending_key(&id), &data, expires, now, MAX_PENDING)
+                .await
+                .map_err(ApiError::from)
         }
-        pending.insert(
-            pending_key(&id),
-            PendingSignIn {
-                provider: n,
-                state,
-                nonce,
-                code_verifier,
-                expires: now + PENDING_LIFETIME,
-            },
-        );
+        _ => Err(ApiError::internal(
+            "the pending sign-in could not be recorded",
+        )),
+    };
+    if let Err(e) = stored {
+        return error_page(None, &e);
     }
     let mut response =
         Redirect::to(&format!("{}{query}", provider.authorization_endpoint)).into_response();
@@ -330,12 +328,18 @@ pub(super) async fn callback(
     headers: HeaderMap,
 ) -> Response {
     // Whatever happens, the pending sign-in is used up and its cookie cleared.
-    let pending = cookie(&headers, PENDING_COOKIE).and_then(|id| {
-        c.pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&pending_key(id)))
-    });
+    let pending = match cookie(&headers, PENDING_COOKIE) {
+        Some(id) => match c
+            .gw
+            .db
+            .take_pending_sign_in(&pending_key(id), Timestamp::now())
+            .await
+        {
+            Ok(found) => found.and_then(|data| serde_json::from_value(data).ok()),
+            Err(e) => return error_page(None, &e.into()),
+        },
+        None => None,
+    };
     let mut response = finish(&c, raw.as_deref(), &headers, pending).await;
     response
         .headers_mut()
@@ -360,7 +364,7 @@ async fn finish(
     };
     let query: CallbackQuery =
         serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
-    let Some(pending) = pending.filter(|p| p.expires > Instant::now()) else {
+    let Some(pending) = pending else {
         return refuse(
             StatusCode::BAD_REQUEST,
             None,
@@ -377,6 +381,14 @@ async fn finish(
         );
     };
     let issuer = provider.verifier.config.issuer.as_str();
+    if pending.issuer != issuer {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Some(issuer),
+            "the sign-in was started for another issuer (replicas configured differently?)",
+            "This sign-in is unknown. Start again from the sign-in page.",
+        );
+    }
     let state_ok = query
         .state
         .as_deref()
@@ -489,7 +501,10 @@ async fn finish(
             "The ID token has expired. Start again from the sign-in page.",
         );
     }
-    let id = match c.start_session(&user, SignInWith::Oidc, lifetime) {
+    let with = SignInWith::Oidc {
+        issuer: issuer.to_owned(),
+    };
+    let id = match c.start_session(&user, with, lifetime).await {
         Ok(id) => id,
         Err(e) => return error_page(None, &e),
     };
@@ -575,9 +590,6 @@ async fn redeem(
         .map(str::to_owned)
         .ok_or_else(|| "the token endpoint's answer has no id_token".to_owned())
 }
-
-/// Pending sign-ins by the SHA-256 of their cookie's id.
-pub(super) type PendingTable = HashMap<[u8; 32], PendingSignIn>;
 
 #[cfg(test)]
 mod tests {
