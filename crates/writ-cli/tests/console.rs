@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{PATIENCE, browser, chromedriver, wait_for};
+use browser::{PATIENCE, browser, chromedriver, text_of, wait_for};
 use common::{Config, Env, Upstream};
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
@@ -233,7 +233,7 @@ async fn console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let problem = wait_for(&bob, ".problem").await.text().await.unwrap();
+    let problem = text_of(&bob, ".problem").await;
     assert!(problem.contains("not accepted"), "{problem}");
     sign_in(&bob, &url, &d.keys["bob"]).await;
     wait_for(&bob, "#live-status[data-live=open]").await;
@@ -244,8 +244,7 @@ async fn console_in_a_real_browser() {
     // An approval arrives while the inbox is open: it appears without a reload.
     let (action, approval) = merge_needing_approval(&api, &d.token, 7).await;
     let card_css = format!("article.approval[data-approval-id=\"{approval}\"]");
-    let card = wait_for(&bob, &card_css).await;
-    let text = card.text().await.unwrap();
+    let text = text_of(&bob, &card_css).await;
     for expected in [
         "github.merge_pull_request",
         "bot",
@@ -276,6 +275,7 @@ async fn console_in_a_real_browser() {
     }
 
     // bob approves with a comment: the same pipeline as the API, then Writ executes the merge.
+    let card = wait_for(&bob, &card_css).await;
     card.find(Locator::Css("textarea[name=comment]"))
         .await
         .unwrap()
@@ -629,7 +629,7 @@ async fn console_in_a_real_browser() {
             .unwrap()
             .is_empty()
     );
-    let log = wait_for(&bob, "#log-size").await.text().await.unwrap();
+    let log = text_of(&bob, "#log-size").await;
     assert!(log.ends_with(" entries"), "{log}");
     screenshot(&bob, "console-audit.png").await;
     bob.goto(&format!(
@@ -815,11 +815,7 @@ async fn console_in_a_real_browser() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let text = wait_for(&bob, "#last-verification[data-state=verified]")
-            .await
-            .text()
-            .await
-            .unwrap();
+        let text = text_of(&bob, "#last-verification[data-state=verified]").await;
         if text.contains("by user:admin") {
             assert!(text.contains("verified"), "{text}");
             break;
@@ -828,15 +824,11 @@ async fn console_in_a_real_browser() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     bob.goto(&format!("{url}/console/policy")).await.unwrap();
-    let version = wait_for(&bob, "#bundle-version")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let version = text_of(&bob, "#bundle-version").await;
     let (_, ready) = api.call("GET", "/readyz", "", None).await;
     assert_eq!(version, ready["policy"].as_str().unwrap());
     wait_for(&bob, "tr[data-policy=merge-to-main-needs-maintainer]").await;
-    let shadowed = wait_for(&bob, "#disagreements").await.text().await.unwrap();
+    let shadowed = text_of(&bob, "#disagreements").await;
     for a in [&action, &action2, &action3] {
         assert!(shadowed.contains(a.as_str()), "{a} missing from {shadowed}");
     }

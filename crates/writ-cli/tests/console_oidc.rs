@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use browser::{CHROMEDRIVER, CHROMIUM, browser, chromedriver, wait_for};
+use browser::{CHROMEDRIVER, CHROMIUM, browser, chromedriver, text_of, wait_for};
 use common::Env;
 use fantoccini::Client;
 
@@ -336,8 +336,7 @@ client_secret_env = "TEST_OIDC_CLIENT_SECRET"
     // A user the provider knows and Writ does not: a clear page, no session.
     let c = browser(&driver, &profiles.path().join("mallory")).await;
     sign_in_at_provider(&c, &writ, "mallory").await;
-    let page = wait_for(&c, "section.error p.message").await;
-    let text = page.text().await.unwrap();
+    let text = text_of(&c, "section.error p.message").await;
     assert!(text.contains("mallory, who is not a Writ user"), "{text}");
     c.goto(&format!("{writ}/console/approvals")).await.unwrap();
     wait_for(&c, "a.oidc-start").await;

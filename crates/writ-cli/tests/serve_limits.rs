@@ -604,7 +604,8 @@ async fn approved_actions_spend_the_grant_budget_when_they_run() {
     } else {
         &second
     };
-    assert_eq!(denied.status, 403, "{}", denied.body);
+    // The decision itself was taken (200); the action it released was denied.
+    assert_eq!(denied.status, 200, "{}", denied.body);
     let id = denied.body["action_id"].as_str().unwrap();
     let record = w
         .call("GET", &format!("/v1/actions/{id}"), Some(&token), None)

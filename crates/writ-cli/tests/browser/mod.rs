@@ -117,6 +117,22 @@ pub async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// The text of the element `css` once it appears. A page that replaces itself between finding
+/// the element and reading it (a form's redirect, a live update) is read again, not a failure.
+pub async fn text_of(c: &Client, css: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match wait_for(c, css).await.text().await {
+            Ok(text) => return text,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {css} again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{css} could not be read: {e}"),
+        }
+    }
+}
+
 /// The `name=value` a response sets for cookie `name`, if any (for the requests a test makes
 /// without the browser).
 pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
