@@ -28,6 +28,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "actions",
         sql: include_str!("migrations/sqlite/0004_actions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "passwords",
+        sql: include_str!("migrations/sqlite/0006_passwords.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "actions",
         sql: include_str!("migrations/postgres/0004_actions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "passwords",
+        sql: include_str!("migrations/postgres/0006_passwords.sql"),
+    },
 ];
 
 /// The migrations still to apply on a database at `current` version.
@@ -73,3 +83,45 @@ pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS writ_schema (
     name       TEXT   NOT NULL,
     applied_us BIGINT NOT NULL
 )";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_both_backends_agree() {
+        for all in [SQLITE, POSTGRES] {
+            assert!(all.windows(2).all(|w| w[0].version < w[1].version));
+        }
+        let names = |all: &[Migration]| all.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
+    }
+
+    #[test]
+    fn pending_starts_after_the_current_version_even_across_a_gap() {
+        let versions = |current| {
+            pending(SQLITE, current)
+                .unwrap()
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>()
+        };
+        let last = SQLITE.last().unwrap().version;
+        assert_eq!(versions(0).len(), SQLITE.len());
+        assert_eq!(
+            versions(4).first(),
+            SQLITE
+                .iter()
+                .find(|m| m.version > 4)
+                .map(|m| m.version)
+                .as_ref()
+        );
+        assert!(versions(last).is_empty());
+        assert!(matches!(
+            pending(SQLITE, last + 1),
+            Err(crate::StoreError::SchemaTooNew { .. })
+        ));
+    }
+}
