@@ -80,7 +80,16 @@ pub async fn users(
             }
             let v = client
                 .post(&["v1", "users", "me", "password"], &body)
-                .await?;
+                .await
+                .map_err(|e| {
+                    if current.is_none() && e.to_string().contains("current_password") {
+                        anyhow::anyhow!(
+                            "{e}\nrun it again with --current: the current password first (first line of standard input), then the new one"
+                        )
+                    } else {
+                        e
+                    }
+                })?;
             print(global, &v, || {
                 format!(
                     "password set for user {id}; console sessions opened with an older password have ended"

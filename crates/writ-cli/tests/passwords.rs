@@ -17,6 +17,7 @@ const FIRST: &str = "correct horse battery";
 const SECOND: &str = "staple sideways river moon";
 const THIRD: &str = "a third one, typed into a pipe";
 const FOURTH: &str = "operator-chosen passphrase";
+const FIFTH: &str = "changed with the current one";
 
 /// Runs `cmd` with `input` on standard input; returns (success, stdout, stderr).
 fn run_with_stdin(mut cmd: Command, input: &str) -> (bool, String, String) {
@@ -236,12 +237,21 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
     assert!(!ok);
     assert!(err.contains("no new password on standard input"), "{err}");
     // Changing it again over the API needs the current one: --current reads it first.
+    let (ok, _, err) = run_with_stdin(client(&alice), &format!("{SECOND}\n"));
+    assert!(!ok);
+    assert!(err.contains("run it again with --current"), "{err}");
     let mut with_current = client(&alice);
     with_current.arg("--current");
     let (ok, out, err) = run_with_stdin(with_current, &format!("wrong current one\n{SECOND}\n"));
     assert!(!ok, "{out}");
     assert!(err.contains("current password is wrong"), "{err}");
     let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", THIRD));
+    assert_eq!(s, 303);
+    let mut with_current = client(&alice);
+    with_current.arg("--current");
+    let (ok, out, err) = run_with_stdin(with_current, &format!("{THIRD}\n{FIFTH}\n"));
+    assert!(ok, "{out}\n{err}");
+    let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", FIFTH));
     assert_eq!(s, 303);
 
     // On the server's host an operator sets it without the current one.
@@ -251,7 +261,7 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
     assert!(ok, "{out}\n{err}");
     let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", FOURTH));
     assert_eq!(s, 303);
-    let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", THIRD));
+    let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", FIFTH));
     assert_eq!(s, 401);
 
     // Every change is in the audit log, by whom, and no password or hash is anywhere in it.
@@ -278,6 +288,7 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
         ("user.password_cleared", "user:admin"),
         ("user.password_cleared", "user:admin"),
         ("user.password_set", "user:alice"),
+        ("user.password_set", "user:alice"),
         ("user.password_set", "operator"),
     ]
     .iter()
@@ -285,7 +296,7 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
     .collect();
     assert_eq!(events, expected, "{admin_entries}");
     let everything = env.run(&["audit", "export"]);
-    for secret in [FIRST, SECOND, THIRD, FOURTH, "argon2"] {
+    for secret in [FIRST, SECOND, THIRD, FOURTH, FIFTH, "argon2"] {
         assert!(!everything.contains(secret), "the log holds {secret:?}");
     }
 }
