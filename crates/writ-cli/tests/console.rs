@@ -958,7 +958,6 @@ async fn password_sign_in_in_a_real_browser() {
     send_password(&phone, &url, "carol", FIRST).await;
     wait_for(&phone, "#live-status").await;
     wait_for(&phone, "span.user[data-signed-in=carol]").await;
-    screenshot(&phone, "console-password-inbox.png").await;
 
     // Changing the password ends that session: the next page is the sign-in form.
     let (s, v) = api

@@ -264,6 +264,25 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
     let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", FIFTH));
     assert_eq!(s, 401);
 
+    // Enough wrong attempts lock the password: the right one is then refused with the same
+    // 401 and the same words, and changing it (which needs the current one) says it is locked.
+    for _ in 0..9 {
+        let (s, _, _) = rt.block_on(console_sign_in(&url, "alice", "a wrong guess"));
+        assert_eq!(s, 401);
+    }
+    let (s, _, body) = rt.block_on(console_sign_in(&url, "alice", FOURTH));
+    assert_eq!(s, 401, "the right password opened a locked account");
+    assert!(body.contains(&refusals[0]), "{body}");
+    let answer = rt.block_on(api.send(
+        "POST",
+        "/v1/users/me/password",
+        Some(&alice),
+        Some(json!({"password": FIRST, "current_password": FOURTH})),
+    ));
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    assert_eq!(answer.body["error"], "password_locked");
+    assert!(answer.headers.contains_key("retry-after"));
+
     // Every change is in the audit log, by whom, and no password or hash is anywhere in it.
     let admin_entries = env.run(&["audit", "query", "--kind", "admin", "--json"]);
     let events: Vec<(String, String)> = admin_entries
