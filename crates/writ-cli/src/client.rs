@@ -109,6 +109,12 @@ impl Client {
         self.send(request).await
     }
 
+    /// `DELETE` of an API path; the JSON body of the answer.
+    pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        let request = self.http.delete(self.url(segments)?);
+        self.send(request).await
+    }
+
     async fn send(&self, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(&token.0);

@@ -70,6 +70,44 @@ pub async fn users(
                 .await?;
             print(global, &v, || format!("added user {id}\n{}", key_note(&v)));
         }
+        UsersCommand::SetPassword { id, current } => {
+            // Over the API a user sets only their own password: the body names the user so that
+            // the server refuses another user's key instead of changing the wrong account.
+            let (current, new) = crate::users::read_passwords(current)?;
+            let mut body = json!({"user": id, "password": new.expose()});
+            if let Some(current) = &current {
+                body["current_password"] = json!(current.expose());
+            }
+            let v = client
+                .post(&["v1", "users", "me", "password"], &body)
+                .await
+                .map_err(|e| {
+                    if current.is_none() && e.to_string().contains("current_password") {
+                        anyhow::anyhow!(
+                            "{e}\nrun it again with --current: the current password first (first line of standard input), then the new one"
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+            print(global, &v, || {
+                format!(
+                    "password set for user {id}; console sessions opened with an older password have ended"
+                )
+            });
+        }
+        UsersCommand::ClearPassword { id } => {
+            let v = client
+                .delete(&["v1", "admin", "users", &id, "password"])
+                .await?;
+            print(global, &v, || {
+                if v["cleared"] == true {
+                    format!("password of user {id} cleared")
+                } else {
+                    format!("user {id} had no password")
+                }
+            });
+        }
         UsersCommand::List => {
             let v = client.get(&["v1", "admin", "users"], &[]).await?;
             print(global, &v, || {

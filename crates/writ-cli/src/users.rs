@@ -1,4 +1,5 @@
-//! `writ users add|list`: local users, their groups, and API keys shown once.
+//! `writ users add|list|set-password|clear-password`: local users, their groups, API keys shown
+//! once, and console passwords (read from standard input, never from the command line).
 
 use std::process::ExitCode;
 
@@ -6,7 +7,9 @@ use serde_json::json;
 use writ_core::Timestamp;
 use writ_identity::UserId;
 use writ_identity::apikey::{self, KeyKind};
+use writ_identity::password::Password;
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
+use writ_store::passwords::{self, Authority};
 
 use crate::Global;
 use crate::identity::{open, print};
@@ -31,6 +34,19 @@ pub enum UsersCommand {
     },
     /// List users.
     List,
+    /// Set a user's console password, read from standard input (first line; with --current,
+    /// the current password on the first line and the new one on the second). On a terminal it
+    /// is asked for without echo, twice. With WRIT_URL set, WRIT_TOKEN must be that user's key.
+    SetPassword {
+        id: String,
+        /// The user already has a password: read the current one first (always needed over the
+        /// API once one is set; on the server's host an operator needs none).
+        #[arg(long)]
+        current: bool,
+    },
+    /// Remove a user's console password (a forgotten password): they sign in with their API
+    /// key until they set a new one. With WRIT_URL set, WRIT_TOKEN must be an admin's key.
+    ClearPassword { id: String },
 }
 
 pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode> {
@@ -86,6 +102,58 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
                 s
             });
         }
+        UsersCommand::SetPassword { id, current } => {
+            let id = UserId::new(id)?;
+            let (current, new) = read_passwords(current)?;
+            let authority = match current {
+                Some(current) => Authority::User {
+                    current: Some(current),
+                },
+                None => Authority::Operator,
+            };
+            passwords::change(store.as_ref(), &id, &new, authority, Timestamp::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("the password of user {id} was not set: {e}"))?;
+            crate::identity::audit(
+                global,
+                "operator",
+                json!({"event": "user.password_set", "user": id.as_str()}),
+            )
+            .await?;
+            print(
+                global,
+                &json!({"user": id.as_str(), "password_set": true}),
+                || {
+                    format!(
+                        "password set for user {id}; console sessions opened with an older password have ended"
+                    )
+                },
+            );
+        }
+        UsersCommand::ClearPassword { id } => {
+            let id = UserId::new(id)?;
+            if store.user(&id).await?.is_none() {
+                anyhow::bail!("user {id} does not exist");
+            }
+            let cleared = store.clear_password(&id).await?;
+            crate::identity::audit(
+                global,
+                "operator",
+                json!({"event": "user.password_cleared", "user": id.as_str(), "cleared": cleared}),
+            )
+            .await?;
+            print(
+                global,
+                &json!({"user": id.as_str(), "cleared": cleared}),
+                || {
+                    if cleared {
+                        format!("password of user {id} cleared")
+                    } else {
+                        format!("user {id} had no password")
+                    }
+                },
+            );
+        }
         UsersCommand::List => {
             let users = store.users().await?;
             print(global, &serde_json::to_value(&users)?, || {
@@ -127,4 +195,86 @@ pub async fn issue_key(
         )
         .await?;
     Ok((key.key, key.key_id))
+}
+
+/// Reads `(current, new)` passwords from standard input: `current` only when asked for. From a
+/// pipe, one per line (current first). On a terminal, asked for with echo turned off (`stty`),
+/// the new one twice. Passwords never come from the command line, where `ps` and shell history
+/// would show them.
+pub fn read_passwords(with_current: bool) -> anyhow::Result<(Option<Password>, Password)> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let _quiet = Quiet::start();
+        let current = if with_current {
+            Some(prompt("Current password: ")?)
+        } else {
+            None
+        };
+        let new = prompt("New password: ")?;
+        let again = prompt("New password again: ")?;
+        if new.expose() != again.expose() {
+            anyhow::bail!("the two new passwords differ; nothing was changed");
+        }
+        return Ok((current, new));
+    }
+    let mut lines = stdin.lines();
+    let mut next = |what: &str| -> anyhow::Result<Password> {
+        let line = lines
+            .next()
+            .transpose()?
+            .map(|l| Password::new(l.trim_end_matches('\r').to_owned()));
+        line.filter(|p| !p.expose().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no {what} on standard input: pipe it in, one per line"))
+    };
+    let current = if with_current {
+        Some(next("current password")?)
+    } else {
+        None
+    };
+    Ok((current, next("new password")?))
+}
+
+/// Asks for one line on the terminal.
+fn prompt(label: &str) -> anyhow::Result<Password> {
+    use std::io::Write;
+    eprint!("{label}");
+    std::io::stderr().flush()?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    eprintln!();
+    Ok(Password::new(
+        line.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// Terminal echo off while it lives (through `stty`, so that no terminal library is needed); if
+/// `stty` is unavailable, says that typing will be visible.
+struct Quiet(bool);
+
+impl Quiet {
+    fn start() -> Quiet {
+        let off = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !off {
+            eprintln!(
+                "(echo could not be turned off: the password will be visible as you type; pipe it in to avoid that)"
+            );
+        }
+        Quiet(off)
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::process::Command::new("stty")
+                .arg("echo")
+                .stdin(std::process::Stdio::inherit())
+                .status();
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! WebDriver (chromedriver on loopback). Sign-in, an approval arriving live in the inbox and
 //! approved there (then executed), the action's timeline with every inclusion proof and the
 //! checkpoint signature verified by the browser, CSRF and origin checks, and users who may not
-//! approve. With `WRIT_SCREENSHOTS=1` the main pages are saved to `docs/`.
+//! approve; sign-in with a password, its generic refusals and lock, and the end of a password
+//! session when the password changes. With `WRIT_SCREENSHOTS=1` the main pages are saved to
+//! `docs/`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`). Without them the test prints why and passes, except under CI (env `CI`
@@ -24,13 +26,30 @@ async fn sign_in(c: &Client, url: &str, key: &str) {
     c.goto(&format!("{url}/console")).await.unwrap();
     let field = wait_for(c, "#api_key").await;
     field.send_keys(key).await.unwrap();
-    c.find(Locator::Css("section.login button[type=submit]"))
+    c.find(Locator::Css("#key-sign-in button[type=submit]"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
     wait_for(c, "#live-status").await;
+}
+
+/// Fills the password form and sends it; the caller waits for what should follow.
+async fn send_password(c: &Client, url: &str, user: &str, password: &str) {
+    c.goto(&format!("{url}/console/login")).await.unwrap();
+    wait_for(c, "#user").await.send_keys(user).await.unwrap();
+    wait_for(c, "#password")
+        .await
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password-sign-in button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -227,7 +246,7 @@ async fn console_in_a_real_browser() {
         .send_keys("writ_uk_not-a-real-key")
         .await
         .unwrap();
-    bob.find(Locator::Css("section.login button[type=submit]"))
+    bob.find(Locator::Css("#key-sign-in button[type=submit]"))
         .await
         .unwrap()
         .click()
@@ -1000,4 +1019,154 @@ async fn console_sessions_survive_restarts_and_are_shared_by_replicas() {
     );
     drop((a, b));
     pg.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_sign_in_in_a_real_browser() {
+    const FIRST: &str = "correct horse battery";
+    const SECOND: &str = "staple sideways river moon";
+    const GENERIC: &str = "That user id and password were not accepted.";
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let upstream = Upstream::start(None).await;
+    let env = Env::new(None);
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: None,
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: false,
+        extra: "",
+    });
+    let server = env.serve();
+    let admin = server.admin();
+    let api = server.api();
+    let url = server.url.clone();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/admin/users",
+            &admin,
+            Some(json!({"id": "carol"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let carol_key = v["api_key"].as_str().unwrap().to_owned();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/users/me/password",
+            &carol_key,
+            Some(json!({"password": FIRST})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // The password form comes first and signs carol in to her inbox.
+    let phone_profile = tempfile::tempdir().unwrap();
+    let phone = browser(&driver, phone_profile.path()).await;
+    send_password(&phone, &url, "carol", FIRST).await;
+    wait_for(&phone, "#live-status").await;
+    wait_for(&phone, "span.user[data-signed-in=carol]").await;
+
+    // Changing the password ends that session: the next page is the sign-in form.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/users/me/password",
+            &carol_key,
+            Some(json!({"password": SECOND, "current_password": FIRST})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    phone
+        .goto(&format!("{url}/console/approvals"))
+        .await
+        .unwrap();
+    wait_for(&phone, "#password-sign-in").await;
+    assert!(
+        phone
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/login"),
+        "still signed in after the password changed"
+    );
+    send_password(&phone, &url, "carol", SECOND).await;
+    wait_for(&phone, "span.user[data-signed-in=carol]").await;
+
+    // Elsewhere, a wrong password, an old one and an unknown user get the same words, and the
+    // form does not echo what was typed.
+    let other_profile = tempfile::tempdir().unwrap();
+    let other = browser(&driver, other_profile.path()).await;
+    for (user, password) in [
+        ("carol", "not her password"),
+        ("carol", FIRST),
+        ("mallory", SECOND),
+    ] {
+        send_password(&other, &url, user, password).await;
+        let problem = wait_for(&other, ".problem").await.text().await.unwrap();
+        assert_eq!(problem, GENERIC, "{user}");
+        assert!(!other.source().await.unwrap().contains(password));
+    }
+    // Enough failures lock the password (2^(n-5) s from the fifth): then the right one is
+    // refused too, with the same words.
+    for _ in 0..7 {
+        send_password(&other, &url, "carol", "guessing again").await;
+        assert_eq!(
+            wait_for(&other, ".problem").await.text().await.unwrap(),
+            GENERIC
+        );
+    }
+    send_password(&other, &url, "carol", SECOND).await;
+    assert_eq!(
+        wait_for(&other, ".problem").await.text().await.unwrap(),
+        GENERIC
+    );
+    assert!(other.get_named_cookie("writ_session").await.is_err());
+    // Changing it needs the current password, and that is locked too: the API says so.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/users/me/password",
+            &carol_key,
+            Some(json!({"password": FIRST, "current_password": SECOND})),
+        )
+        .await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"], "password_locked");
+    // The refusals were counted as unauthenticated requests.
+    let metrics = api.metrics().await;
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("writ_requests_refused_total{reason=\"unauthenticated\"} "))
+        .unwrap_or_else(|| panic!("no unauthenticated count in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 11.0, "{refused} refusals counted");
+
+    // A lock does not end a session already open; an admin clearing the password does.
+    phone
+        .goto(&format!("{url}/console/approvals"))
+        .await
+        .unwrap();
+    wait_for(&phone, "span.user[data-signed-in=carol]").await;
+    let (s, v) = api
+        .call("DELETE", "/v1/admin/users/carol/password", &admin, None)
+        .await;
+    assert_eq!((s, &v["cleared"]), (200, &json!(true)), "{v}");
+    phone
+        .goto(&format!("{url}/console/approvals"))
+        .await
+        .unwrap();
+    wait_for(&phone, "#password-sign-in").await;
+    // Her API key still signs her in.
+    sign_in(&phone, &url, &carol_key).await;
+    wait_for(&phone, "span.user[data-signed-in=carol]").await;
+
+    phone.close().await.unwrap();
+    other.close().await.unwrap();
 }

@@ -10,14 +10,16 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use writ_core::{ActionId, EntryKind, NewEntry, Timestamp};
 use writ_identity::apikey::{KeyKind, parse_presented};
+use writ_identity::password::Password;
 use writ_identity::{AgentId, GrantId, GrantSpec, UserId};
 use writ_store::identity::{AgentRecord, ApiKeyRecord, GrantFilter, KeySubject, UserRecord};
+use writ_store::passwords::{self, Authority, PasswordChangeError};
 use writ_store::{ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, EntryFilter};
 
 use crate::gateway::Gateway;
@@ -38,6 +40,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/grants", post(create_grant).get(list_grants))
         .route("/v1/grants/{id}/revoke", post(revoke_grant))
         .route("/v1/admin/users", post(create_user).get(list_users))
+        .route("/v1/users/me/password", post(set_own_password))
+        .route("/v1/admin/users/{id}/password", delete(clear_user_password))
         .route("/v1/admin/agents", post(create_agent).get(list_agents))
         .route("/v1/admin/vault", get(list_vault))
         .route("/v1/admin/policy", get(policy_status))
@@ -1003,6 +1007,96 @@ async fn create_user(
 async fn list_users(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
     admin_only(&gw, &headers).await?;
     ok(200, json!({"users": gw.db.users().await?}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    password: String,
+    #[serde(default)]
+    current_password: Option<String>,
+    /// If given, must be the key's user: a guard against the wrong key.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// `POST /v1/users/me/password`: a user sets their own console password (the current one is
+/// needed once one is set). Neither password ever reaches a log, an entry or an answer.
+async fn set_own_password(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult {
+    let user = user_only(&gw, &headers).await?;
+    let req: PasswordRequest = parse(&body)?;
+    if let Some(claimed) = req.user.as_deref()
+        && claimed != user.id.as_str()
+    {
+        return Err(ApiError::forbidden(format!(
+            "this API key is user {}'s, not {claimed}'s: users set only their own password (an admin can clear another user's)",
+            user.id
+        )));
+    }
+    let authority = Authority::User {
+        current: req.current_password.map(Password::new),
+    };
+    let new = Password::new(req.password);
+    let now = Timestamp::now();
+    let set_at = passwords::change(gw.db.as_ref(), &user.id, &new, authority, now)
+        .await
+        .map_err(password_refusal)?;
+    admin_entry(
+        &gw,
+        &format!("user:{}", user.id),
+        json!({"event": "user.password_set", "user": user.id.as_str()}),
+    )
+    .await?;
+    ok(
+        200,
+        json!({"user": user.id.as_str(), "password_set_at": set_at}),
+    )
+}
+
+fn password_refusal(e: PasswordChangeError) -> ApiError {
+    match e {
+        PasswordChangeError::Invalid(_) | PasswordChangeError::CurrentRequired(_) => {
+            ApiError::bad_request(e.to_string())
+        }
+        PasswordChangeError::CurrentWrong => ApiError::forbidden(e.to_string()),
+        PasswordChangeError::Locked(until) => {
+            let secs = (until.as_micros() - Timestamp::now().as_micros()).max(0) / 1_000_000 + 1;
+            let mut refusal = ApiError::new(429, "password_locked", e.to_string());
+            refusal.retry_after = u64::try_from(secs).ok();
+            refusal
+        }
+        PasswordChangeError::Hashing(why) => {
+            tracing::error!(error = %why, "password hashing failed");
+            ApiError::internal("the password could not be hashed; nothing was changed; retry")
+        }
+        PasswordChangeError::Store(e) => e.into(),
+    }
+}
+
+/// `DELETE /v1/admin/users/{id}/password`: an admin clears a user's password (forgotten
+/// password); the user signs in with their API key until they set a new one.
+async fn clear_user_password(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let admin = admin_only(&gw, &headers).await?;
+    let id = UserId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if gw.db.user(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("user {id} does not exist")));
+    }
+    let cleared = gw.db.clear_password(&id).await?;
+    admin_entry(
+        &gw,
+        &format!("user:{}", admin.id),
+        json!({"event": "user.password_cleared", "user": id.as_str(), "cleared": cleared}),
+    )
+    .await?;
+    ok(200, json!({"user": id.as_str(), "cleared": cleared}))
 }
 
 #[derive(Deserialize)]

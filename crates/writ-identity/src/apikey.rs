@@ -1,6 +1,6 @@
 //! API keys: 256-bit random tokens with a recognisable prefix (so that secret scanners find a
 //! leaked one), stored only as SHA-256 hashes. A key has enough entropy that a fast hash is
-//! safe; passwords, which do not, would use Argon2id.
+//! safe; passwords, which do not, use Argon2id (`password.rs`).
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;

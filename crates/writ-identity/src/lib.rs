@@ -2,9 +2,10 @@
 //! agent), and the delegated tokens that carry both (OAuth 2.0 Token Exchange, RFC 8693).
 //!
 //! This crate is pure logic over keys, clocks and rows handed to it: grant checks that say in
-//! plain words which constraint failed, token minting and verification, API-key hashing. It does
-//! no database work (`writ-store` persists users, agents, grants and budgets) and no network I/O
-//! (an OIDC issuer's JWKS is fetched by the caller and handed in).
+//! plain words which constraint failed, token minting and verification, API-key hashing,
+//! Argon2id password hashing. It does no database work (`writ-store` persists users, agents,
+//! grants, budgets and password hashes) and no network I/O (an OIDC issuer's JWKS is fetched by
+//! the caller and handed in).
 
 pub mod amount;
 pub mod apikey;
@@ -15,6 +16,7 @@ pub mod grant;
 mod ids;
 mod jws;
 pub mod oidc;
+pub mod password;
 pub mod token;
 
 pub use amount::Amount;

@@ -98,6 +98,41 @@ pub struct CredentialVersion {
     pub retired_at: Option<Timestamp>,
 }
 
+/// A user's console password as stored: the Argon2id PHC string (never the password), when it
+/// was set, and the failed sign-ins since the last success.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordRecord {
+    pub phc: String,
+    pub set_at: Timestamp,
+    pub failures: u32,
+    /// Sign-in with this password is refused until then, even with the right password.
+    pub locked_until: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for PasswordRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordRecord")
+            .field("phc", &"redacted")
+            .field("set_at", &self.set_at)
+            .field("failures", &self.failures)
+            .field("locked_until", &self.locked_until)
+            .finish()
+    }
+}
+
+/// Failed password sign-ins after one more was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordFailures {
+    pub failures: u32,
+    pub locked_until: Option<Timestamp>,
+}
+
+/// From this many consecutive failures on, each failure locks the password for
+/// `2^(failures - LOCK_AFTER_FAILURES)` seconds, at most [`MAX_LOCK_SECS`].
+pub const LOCK_AFTER_FAILURES: u32 = 5;
+/// The longest lock a run of failures earns: 15 minutes.
+pub const MAX_LOCK_SECS: i64 = 900;
+
 /// Identity and vault rows. Both backends implement it.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
@@ -182,6 +217,29 @@ pub trait IdentityStore: Send + Sync + 'static {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// Sets (or replaces) `user`'s password hash, set at `now`, and clears failures and lock.
+    /// `NotFound` if the user does not exist.
+    async fn set_password(
+        &self,
+        user: &UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Removes `user`'s password; returns whether there was one.
+    async fn clear_password(&self, user: &UserId) -> Result<bool, StoreError>;
+    async fn password(&self, user: &UserId) -> Result<Option<PasswordRecord>, StoreError>;
+    /// Counts one failed sign-in and, from the [`LOCK_AFTER_FAILURES`]th on, locks the password
+    /// for `2^(failures - 5)` seconds from `now` (at most [`MAX_LOCK_SECS`]). One statement, so
+    /// concurrent failures on any number of replicas are all counted. `None` if the user has no
+    /// password.
+    async fn record_password_failure(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<PasswordFailures>, StoreError>;
+    /// Clears failures and lock after a successful sign-in.
+    async fn reset_password_failures(&self, user: &UserId) -> Result<(), StoreError>;
 }
 
 /// Checks `attempt` against grant `id` and spends its budget: the grant check as the pipeline
@@ -209,6 +267,17 @@ pub async fn use_grant(
     Err(StoreError::InvalidRequest(format!(
         "grant {id} is in heavy concurrent use and its budget could not be spent; retry"
     )))
+}
+
+pub(crate) fn password_failures(
+    failures: i64,
+    locked_until_us: Option<i64>,
+) -> Result<PasswordFailures, StoreError> {
+    Ok(PasswordFailures {
+        failures: u32::try_from(failures)
+            .map_err(|_| StoreError::Corrupt(format!("password failures {failures}")))?,
+        locked_until: opt_ts(locked_until_us, "password lock")?,
+    })
 }
 
 pub(crate) fn to_ts(us: i64, what: &str) -> Result<Timestamp, StoreError> {

@@ -11,8 +11,9 @@ use writ_vault::{CredentialName, CredentialRef, CredentialScope, SealedCredentia
 use crate::StoreError;
 use crate::identity::{
     AgentRecord, ApiKeyRecord, CredentialVersion, GrantFilter, IdentityStore, KeySubject,
-    StoredGrant, UserRecord, corrupt, decode_grant, encode_grant, opt_ts, subject_from,
-    subject_parts, to_ts, version_row,
+    LOCK_AFTER_FAILURES, MAX_LOCK_SECS, PasswordFailures, PasswordRecord, StoredGrant, UserRecord,
+    corrupt, decode_grant, encode_grant, opt_ts, password_failures, subject_from, subject_parts,
+    to_ts, version_row,
 };
 use crate::postgres::PgStore;
 
@@ -550,5 +551,101 @@ impl IdentityStore for PgStore {
         .await
         .map_err(db(op))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_password(
+        &self,
+        user: &UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO identity_user_passwords (user_id, phc, set_us, failures, locked_until_us)
+             VALUES ($1, $2, $3, 0, NULL)
+             ON CONFLICT (user_id) DO UPDATE SET
+                 phc = EXCLUDED.phc, set_us = EXCLUDED.set_us, failures = 0, locked_until_us = NULL",
+        )
+        .bind(user.as_str())
+        .bind(phc)
+        .bind(now.as_micros())
+        .execute(self.pool())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::NotFound(format!("user {user}"))
+            }
+            _ => StoreError::db("set password", e),
+        })?;
+        Ok(())
+    }
+
+    async fn clear_password(&self, user: &UserId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM identity_user_passwords WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(self.pool())
+            .await
+            .map_err(db("clear password"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn password(&self, user: &UserId) -> Result<Option<PasswordRecord>, StoreError> {
+        let row: Option<(String, i64, i32, Option<i64>)> = sqlx::query_as(
+            "SELECT phc, set_us, failures, locked_until_us FROM identity_user_passwords
+             WHERE user_id = $1",
+        )
+        .bind(user.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db("read password"))?;
+        row.map(|(phc, set_us, failures, locked)| {
+            let f = password_failures(i64::from(failures), locked)?;
+            Ok(PasswordRecord {
+                phc,
+                set_at: to_ts(set_us, "password set time")?,
+                failures: f.failures,
+                locked_until: f.locked_until,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_password_failure(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<PasswordFailures>, StoreError> {
+        // One UPDATE: the row lock serialises concurrent failures (READ COMMITTED re-reads the
+        // newest row version), so every one of them is counted. The shift is capped well above
+        // the 15-minute cap so that it cannot overflow.
+        let row: Option<(i32, Option<i64>)> = sqlx::query_as(
+            "UPDATE identity_user_passwords SET
+                 failures = failures + 1,
+                 locked_until_us = CASE WHEN failures + 1 >= $3
+                     THEN $2 + LEAST($4::BIGINT, 1::BIGINT << LEAST(failures + 1 - $3, 20)) * 1000000
+                     ELSE locked_until_us END
+             WHERE user_id = $1
+             RETURNING failures, locked_until_us",
+        )
+        .bind(user.as_str())
+        .bind(now.as_micros())
+        .bind(i32::try_from(LOCK_AFTER_FAILURES).unwrap_or(i32::MAX))
+        .bind(MAX_LOCK_SECS)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db("record password failure"))?;
+        row.map(|(failures, locked)| password_failures(i64::from(failures), locked))
+            .transpose()
+    }
+
+    async fn reset_password_failures(&self, user: &UserId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE identity_user_passwords SET failures = 0, locked_until_us = NULL
+             WHERE user_id = $1 AND (failures <> 0 OR locked_until_us IS NOT NULL)",
+        )
+        .bind(user.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(db("reset password failures"))?;
+        Ok(())
     }
 }

@@ -11,8 +11,9 @@ use writ_vault::{CredentialName, CredentialRef, CredentialScope, SealedCredentia
 use crate::StoreError;
 use crate::identity::{
     AgentRecord, ApiKeyRecord, CredentialVersion, GrantFilter, IdentityStore, KeySubject,
-    StoredGrant, UserRecord, corrupt, decode_grant, encode_grant, opt_ts, subject_from,
-    subject_parts, to_ts, version_row,
+    LOCK_AFTER_FAILURES, MAX_LOCK_SECS, PasswordFailures, PasswordRecord, StoredGrant, UserRecord,
+    corrupt, decode_grant, encode_grant, opt_ts, password_failures, subject_from, subject_parts,
+    to_ts, version_row,
 };
 use crate::sqlite::SqliteStore;
 
@@ -608,6 +609,121 @@ impl IdentityStore for SqliteStore {
                 )
                 .map_err(db(op))?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_password(
+        &self,
+        user: &UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (user, phc) = (user.to_string(), phc.to_owned());
+        self.read("set password", move |c| {
+            let op = "set password";
+            if load_user(c, &user)?.is_none() {
+                return Err(StoreError::NotFound(format!("user {user}")));
+            }
+            c.execute(
+                "INSERT INTO identity_user_passwords (user_id, phc, set_us, failures, locked_until_us)
+                 VALUES (?1, ?2, ?3, 0, NULL)
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     phc = excluded.phc, set_us = excluded.set_us, failures = 0, locked_until_us = NULL",
+                params![user, phc, now.as_micros()],
+            )
+            .map_err(db(op))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_password(&self, user: &UserId) -> Result<bool, StoreError> {
+        let user = user.to_string();
+        self.read("clear password", move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM identity_user_passwords WHERE user_id = ?1",
+                    params![user],
+                )
+                .map_err(db("clear password"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn password(&self, user: &UserId) -> Result<Option<PasswordRecord>, StoreError> {
+        let user = user.to_string();
+        self.read("read password", move |c| {
+            let row = c
+                .query_row(
+                    "SELECT phc, set_us, failures, locked_until_us FROM identity_user_passwords
+                     WHERE user_id = ?1",
+                    params![user],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db("read password"))?;
+            row.map(|(phc, set_us, failures, locked)| {
+                let f = password_failures(failures, locked)?;
+                Ok(PasswordRecord {
+                    phc,
+                    set_at: to_ts(set_us, "password set time")?,
+                    failures: f.failures,
+                    locked_until: f.locked_until,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn record_password_failure(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<PasswordFailures>, StoreError> {
+        let user = user.to_string();
+        self.read("record password failure", move |c| {
+            // One statement, so SQLite applies the count and the lock it earns atomically. The
+            // shift is capped well above the 15-minute cap so that it cannot overflow.
+            let row = c
+                .query_row(
+                    "UPDATE identity_user_passwords SET
+                         failures = failures + 1,
+                         locked_until_us = CASE WHEN failures + 1 >= ?3
+                             THEN ?2 + MIN(?4, 1 << MIN(failures + 1 - ?3, 20)) * 1000000
+                             ELSE locked_until_us END
+                     WHERE user_id = ?1
+                     RETURNING failures, locked_until_us",
+                    params![user, now.as_micros(), LOCK_AFTER_FAILURES, MAX_LOCK_SECS],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+                )
+                .optional()
+                .map_err(db("record password failure"))?;
+            row.map(|(failures, locked)| password_failures(failures, locked))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn reset_password_failures(&self, user: &UserId) -> Result<(), StoreError> {
+        let user = user.to_string();
+        self.read("reset password failures", move |c| {
+            c.execute(
+                "UPDATE identity_user_passwords SET failures = 0, locked_until_us = NULL
+                 WHERE user_id = ?1 AND (failures <> 0 OR locked_until_us IS NOT NULL)",
+                params![user],
+            )
+            .map_err(db("reset password failures"))?;
+            Ok(())
         })
         .await
     }

@@ -26,6 +26,7 @@ pub mod identity;
 mod identity_postgres;
 mod identity_sqlite;
 mod migrate;
+pub mod passwords;
 pub mod postgres;
 mod sequencer;
 pub mod sessions;

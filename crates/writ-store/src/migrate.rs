@@ -33,6 +33,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "console_sessions",
         sql: include_str!("migrations/sqlite/0005_console_sessions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "passwords",
+        sql: include_str!("migrations/sqlite/0006_passwords.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -61,6 +66,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "console_sessions",
         sql: include_str!("migrations/postgres/0005_console_sessions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "passwords",
+        sql: include_str!("migrations/postgres/0006_passwords.sql"),
+    },
 ];
 
 /// The migrations still to apply on a database at `current` version.
@@ -83,3 +93,45 @@ pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS writ_schema (
     name       TEXT   NOT NULL,
     applied_us BIGINT NOT NULL
 )";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_both_backends_agree() {
+        for all in [SQLITE, POSTGRES] {
+            assert!(all.windows(2).all(|w| w[0].version < w[1].version));
+        }
+        let names = |all: &[Migration]| all.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
+    }
+
+    #[test]
+    fn pending_starts_after_the_current_version() {
+        let versions = |current| {
+            pending(SQLITE, current)
+                .unwrap()
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>()
+        };
+        let last = SQLITE.last().unwrap().version;
+        assert_eq!(versions(0).len(), SQLITE.len());
+        assert_eq!(
+            versions(4).first(),
+            SQLITE
+                .iter()
+                .find(|m| m.version > 4)
+                .map(|m| m.version)
+                .as_ref()
+        );
+        assert!(versions(last).is_empty());
+        assert!(matches!(
+            pending(SQLITE, last + 1),
+            Err(crate::StoreError::SchemaTooNew { .. })
+        ));
+    }
+}

@@ -885,5 +885,265 @@ async fn console_sessions_and_pending_sign_ins(db: Db) {
             .unwrap()
             .is_some()
     );
+    drop((s, other));
+    db.cleanup().await;
 }
 on_both_backends!(console_sessions_and_pending_sign_ins);
+
+/// Password rows: set, replace, clear; failures counted atomically across two store instances;
+/// the lock is 2^(failures-5) seconds from the fifth failure on, capped at 15 minutes.
+async fn password_rows_and_lockout(db: Db) {
+    let s = identity(&db).await;
+    let other = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let alice = UserId::new("alice").unwrap();
+    let nobody = UserId::new("nobody").unwrap();
+    let t0 = now();
+    let at = |secs: i64| Timestamp::from_micros(t0.as_micros() + secs * 1_000_000).unwrap();
+
+    assert!(s.password(&alice).await.unwrap().is_none());
+    assert!(matches!(
+        s.set_password(&nobody, "$argon2id$x", t0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        s.record_password_failure(&alice, t0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    s.set_password(&alice, "$argon2id$first", t0).await.unwrap();
+    let p = other.password(&alice).await.unwrap().unwrap();
+    assert_eq!((p.phc.as_str(), p.set_at), ("$argon2id$first", t0));
+    assert_eq!((p.failures, p.locked_until), (0, None));
+    assert!(!format!("{p:?}").contains("first"), "Debug shows the hash");
+
+    // Four failures lock nothing; from the fifth the lock doubles: 1 s, 2 s, 4 s, ... 15 min.
+    for n in 1..=4 {
+        let f = s
+            .record_password_failure(&alice, at(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.failures, f.locked_until), (n, None));
+    }
+    for (n, secs) in [
+        (5, 1),
+        (6, 2),
+        (7, 4),
+        (8, 8),
+        (14, 512),
+        (15, 900),
+        (40, 900),
+    ] {
+        let mut f = None;
+        while f.is_none_or(|f: writ_store::identity::PasswordFailures| f.failures < n) {
+            f = other
+                .record_password_failure(&alice, at(100))
+                .await
+                .unwrap();
+        }
+        let f = f.unwrap();
+        assert_eq!(f.failures, n);
+        assert_eq!(f.locked_until, Some(at(100 + secs)), "after {n} failures");
+    }
+    let p = s.password(&alice).await.unwrap().unwrap();
+    assert_eq!((p.failures, p.locked_until), (40, Some(at(1000))));
+    s.reset_password_failures(&alice).await.unwrap();
+    let p = s.password(&alice).await.unwrap().unwrap();
+    assert_eq!((p.failures, p.locked_until), (0, None));
+
+    // Concurrent failures over both instances are all counted.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let user = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_password_failure(&user, now()).await.unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(s.password(&alice).await.unwrap().unwrap().failures, 20);
+
+    // A new password replaces the hash and its set time, and clears failures and lock.
+    s.set_password(&alice, "$argon2id$second", at(5))
+        .await
+        .unwrap();
+    let p = s.password(&alice).await.unwrap().unwrap();
+    assert_eq!((p.phc.as_str(), p.set_at), ("$argon2id$second", at(5)));
+    assert_eq!((p.failures, p.locked_until), (0, None));
+
+    assert!(other.clear_password(&alice).await.unwrap());
+    assert!(!s.clear_password(&alice).await.unwrap());
+    assert!(s.password(&alice).await.unwrap().is_none());
+    db.cleanup().await;
+}
+on_both_backends!(password_rows_and_lockout);
+
+/// The password flows with real Argon2id: setting one by the user (current password required
+/// once one is set) and by an operator, and sign-in that refuses unknown users, wrong passwords
+/// and a locked password alike.
+async fn password_change_and_sign_in(db: Db) {
+    use writ_identity::password::{Password, PasswordError};
+    use writ_store::passwords::{Authority, PasswordChangeError, SignIn, change, sign_in};
+
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let alice = UserId::new("alice").unwrap();
+    let pw = |t: &str| Password::new(t);
+    let user = |current: Option<&str>| Authority::User {
+        current: current.map(Password::new),
+    };
+
+    // Rules first, and no row for a user who does not exist.
+    assert!(matches!(
+        change(s.as_ref(), &alice, &pw("short"), user(None), now()).await,
+        Err(PasswordChangeError::Invalid(PasswordError::TooShort))
+    ));
+    assert!(matches!(
+        change(
+            s.as_ref(),
+            &UserId::new("nobody").unwrap(),
+            &pw("a long enough one"),
+            Authority::Operator,
+            now()
+        )
+        .await,
+        Err(PasswordChangeError::Store(StoreError::NotFound(_)))
+    ));
+    // The first password needs no current one.
+    let set_at = change(
+        s.as_ref(),
+        &alice,
+        &pw("correct horse battery"),
+        user(None),
+        now(),
+    )
+    .await
+    .unwrap();
+    let stored = s.password(&alice).await.unwrap().unwrap();
+    assert!(
+        stored.phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        stored.phc
+    );
+    assert_eq!(stored.set_at, set_at);
+
+    match sign_in(s.as_ref(), " alice ", &pw("correct horse battery"), now())
+        .await
+        .unwrap()
+    {
+        SignIn::Accepted { user, set_at: at } => {
+            assert_eq!(user.id, alice);
+            assert_eq!(at, set_at);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (who, password) in [
+        ("alice", "correct horse batterz"),
+        ("nobody", "correct horse battery"),
+        ("not a user id!", "correct horse battery"),
+    ] {
+        assert!(
+            matches!(
+                sign_in(s.as_ref(), who, &pw(password), now())
+                    .await
+                    .unwrap(),
+                SignIn::Refused
+            ),
+            "{who}"
+        );
+    }
+    assert_eq!(s.password(&alice).await.unwrap().unwrap().failures, 1);
+
+    // Changing it as the user needs the current password; a wrong one counts as a failure.
+    assert!(matches!(
+        change(
+            s.as_ref(),
+            &alice,
+            &pw("a brand new password"),
+            user(None),
+            now()
+        )
+        .await,
+        Err(PasswordChangeError::CurrentRequired(_))
+    ));
+    assert!(matches!(
+        change(
+            s.as_ref(),
+            &alice,
+            &pw("a brand new password"),
+            user(Some("wrong guess here")),
+            now()
+        )
+        .await,
+        Err(PasswordChangeError::CurrentWrong)
+    ));
+    assert_eq!(s.password(&alice).await.unwrap().unwrap().failures, 2);
+
+    // Three more failures lock it: then even the right password is refused, as Locked.
+    for _ in 0..2 {
+        assert!(matches!(
+            sign_in(s.as_ref(), "alice", &pw("still not it"), now())
+                .await
+                .unwrap(),
+            SignIn::Refused
+        ));
+    }
+    let locked = sign_in(s.as_ref(), "alice", &pw("still not it"), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(locked, SignIn::Locked { failures: 5, .. }),
+        "{locked:?}"
+    );
+    let locked = sign_in(s.as_ref(), "alice", &pw("correct horse battery"), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(locked, SignIn::Locked { failures: 6, .. }),
+        "{locked:?}"
+    );
+    assert!(matches!(
+        change(
+            s.as_ref(),
+            &alice,
+            &pw("a brand new password"),
+            user(Some("correct horse battery")),
+            now()
+        )
+        .await,
+        Err(PasswordChangeError::Locked(_))
+    ));
+
+    // An operator sets a new one regardless; it clears the lock, and the old one is gone.
+    let later = change(
+        s.as_ref(),
+        &alice,
+        &pw("a brand new password"),
+        Authority::Operator,
+        now(),
+    )
+    .await
+    .unwrap();
+    assert!(later > set_at);
+    assert!(matches!(
+        sign_in(s.as_ref(), "alice", &pw("correct horse battery"), now())
+            .await
+            .unwrap(),
+        SignIn::Refused
+    ));
+    assert!(matches!(
+        sign_in(s.as_ref(), "alice", &pw("a brand new password"), now())
+            .await
+            .unwrap(),
+        SignIn::Accepted { .. }
+    ));
+    // A success clears the failure count.
+    assert_eq!(s.password(&alice).await.unwrap().unwrap().failures, 0);
+    db.cleanup().await;
+}
+on_both_backends!(password_change_and_sign_in);

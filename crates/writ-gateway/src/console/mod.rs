@@ -9,14 +9,16 @@
 //! self-approval, one decision per approver and who may see or change what hold exactly as in
 //! the API. What it adds is the browser's side of security:
 //!
-//! - **Sessions**: sign-in with a user API key creates a server-side session, a random 256-bit
-//!   id held by the browser in the `writ_session` cookie (`HttpOnly; SameSite=Strict; Path=/console`,
-//!   `Secure` unless the request's host is loopback). The server keeps only the SHA-256 of the
-//!   id, in memory (so a restart signs everyone out), for at most [`SESSION_LIFETIME`]. Every
-//!   request re-reads the user and checks that the API key used to sign in is still live, so
-//!   revoking the key or deleting the user ends the session at once. Sign-in with an OpenID
-//!   Connect issuer ([`oidc`]) opens the same kind of session, which ends at the ID token's
-//!   expiry at the latest.
+//! - **Sessions**: sign-in with a user id and password (Argon2id hashes, a lock after repeated
+//!   failures: `writ_store::passwords`) or with a user API key creates a server-side session,
+//!   a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
+//!   SameSite=Strict; Path=/console`, `Secure` unless the request's host is loopback). The
+//!   server keeps only the SHA-256 of the id, in memory (so a restart signs everyone out), for
+//!   at most [`SESSION_LIFETIME`]. Every request re-reads the user and checks that the API key
+//!   used to sign in is still live (or that the password has not been changed or cleared
+//!   since), so revoking the key, changing the password or deleting the user ends the session
+//!   at once. Sign-in with an OpenID Connect issuer ([`oidc`]) opens the same kind of session,
+//!   which ends at the ID token's expiry at the latest.
 //! - **CSRF**: every form carries the session's token in a hidden field, checked on every POST;
 //!   the sign-in form uses a short-lived token bound to a cookie. A POST that a browser marks
 //!   as cross-site (`Sec-Fetch-Site`), or whose `Origin` (or `Referer`) is another site, is
@@ -126,6 +128,9 @@ pub struct Console {
 enum SignInWith {
     /// The SHA-256 (hex) of the user API key; the session ends when the key is revoked.
     ApiKey { key_sha256: String },
+    /// The user's password, set at `set_at_us` (µs since the epoch); the session ends when it is
+    /// changed or cleared.
+    Password { set_at_us: i64 },
     /// An ID token of an OIDC issuer; the session ends when the user is deleted, and at the
     /// token's expiry at the latest.
     Oidc { issuer: String },
@@ -325,6 +330,12 @@ impl Console {
                         Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
                     )
             }
+            Some(SignInWith::Password { set_at_us }) => self
+                .gw
+                .db
+                .password(&session.user)
+                .await?
+                .is_some_and(|p| p.set_at.as_micros() == set_at_us),
             // The issuer is not asked again: the session lives at most until the ID token's
             // expiry, and deleting the user ends it.
             Some(SignInWith::Oidc { .. }) => true,
@@ -496,6 +507,10 @@ struct LoginForm {
     csrf: String,
     #[serde(default)]
     api_key: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
 }
 
 async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -512,6 +527,10 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
             StatusCode::FORBIDDEN,
             Some("The sign-in form expired or was sent from another site. Try again."),
         );
+    }
+    if !f.user.is_empty() || !f.password.is_empty() {
+        let password = writ_identity::password::Password::new(f.password);
+        return password_login(&c, &headers, &f.user, &password).await;
     }
     let refused = || {
         c.gw.metrics.refused("unauthenticated");
@@ -541,7 +560,51 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
     let with = SignInWith::ApiKey {
         key_sha256: hex::encode(key_hash),
     };
-    let id = match c.start_session(&user, with, SESSION_LIFETIME).await {
+    open_session(&c, &headers, &user, with).await
+}
+
+/// Sign-in with a user id and password. An unknown user, a user without a password, a wrong
+/// password and a locked one get the same answer (and take as long: see
+/// `writ_store::passwords::sign_in`), so the form tells nobody which users exist.
+async fn password_login(
+    c: &Console,
+    headers: &HeaderMap,
+    user: &str,
+    password: &writ_identity::password::Password,
+) -> Response {
+    use writ_store::passwords::{SignIn, sign_in};
+    let now = writ_core::Timestamp::now();
+    match sign_in(c.gw.db.as_ref(), user, password, now).await {
+        Ok(SignIn::Accepted { user, set_at }) => {
+            let with = SignInWith::Password {
+                set_at_us: set_at.as_micros(),
+            };
+            open_session(c, headers, &user, with).await
+        }
+        Ok(refusal) => {
+            if let SignIn::Locked { user, .. } = &refusal {
+                tracing::warn!(user = %user, "console password sign-in refused: locked after repeated failures");
+            }
+            c.gw.metrics.refused("unauthenticated");
+            login_form(
+                c,
+                headers,
+                StatusCode::UNAUTHORIZED,
+                Some("That user id and password were not accepted."),
+            )
+        }
+        Err(e) => error_page(None, &e.into()),
+    }
+}
+
+/// Opens a session for `user` and sends the browser to the inbox with its cookie.
+async fn open_session(
+    c: &Console,
+    headers: &HeaderMap,
+    user: &UserRecord,
+    with: SignInWith,
+) -> Response {
+    let id = match c.start_session(user, with, SESSION_LIFETIME).await {
         Ok(id) => id,
         Err(e) => return error_page(None, &e),
     };
@@ -550,12 +613,9 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, &id, SESSION_LIFETIME.as_secs()),
+        set_cookie(headers, SESSION_COOKIE, &id, SESSION_LIFETIME.as_secs()),
     );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(&headers, LOGIN_COOKIE, "", 0),
-    );
+    h.append(header::SET_COOKIE, set_cookie(headers, LOGIN_COOKIE, "", 0));
     response
 }
 

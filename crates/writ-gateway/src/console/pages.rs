@@ -104,14 +104,26 @@ pub(super) fn login(token: &str, problem: Option<&str>, providers: &[super::Oidc
                 @if let Some(p) = problem {
                     p.problem role="alert" { (p) }
                 }
-                form method="post" action="/console/login" {
+                form #password-sign-in method="post" action="/console/login" {
+                    input type="hidden" name="csrf" value=(token);
+                    label for="user" { "User id" }
+                    input #user type="text" name="user" autocomplete="username"
+                        autocapitalize="none" spellcheck="false" required;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password"
+                        autocomplete="current-password" required;
+                    button type="submit" { "Sign in" }
+                }
+                p.hint { "No password yet? Set one with " code { "writ users set-password YOUR_ID" } " (or ask an operator), or sign in with your API key below." }
+                h2 { "Or with your user API key" }
+                form #key-sign-in method="post" action="/console/login" {
                     input type="hidden" name="csrf" value=(token);
                     label for="api_key" { "Your user API key" }
                     input #api_key type="password" name="api_key" autocomplete="off"
                         placeholder="writ_uk_…" required;
-                    button type="submit" { "Sign in" }
+                    button type="submit" { "Sign in with the key" }
                 }
-                p.hint { "The key is checked and forgotten: the session is a separate random token, and the key is never shown." }
+                p.hint { "A key or password is checked and forgotten: the session is a separate random token, and neither is ever shown." }
                 @if !providers.is_empty() {
                     div.oidc {
                         @for (n, p) in providers.iter().enumerate() {

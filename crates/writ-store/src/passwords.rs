@@ -1,0 +1,176 @@
+//! Console passwords over an [`IdentityStore`]: setting one and signing in with one. The rules
+//! and the Argon2id hashing are `writ_identity::password`'s; this module adds the rows (failure
+//! count, lock) and runs every hash and verification on a blocking thread, never on the async
+//! runtime's workers.
+//!
+//! Sign-in never tells an unknown user, a user without a password, a wrong password and a locked
+//! password apart in what it costs: each spends one Argon2id verification, real or
+//! [`password::verify_dummy`]. Callers show one message for all refusals.
+
+use writ_core::Timestamp;
+use writ_identity::UserId;
+use writ_identity::password::{self, Password, PasswordError};
+
+use crate::StoreError;
+use crate::identity::{IdentityStore, UserRecord};
+
+/// Why a password could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    /// The new password breaks a rule (length, equal to the user id).
+    #[error("{0}")]
+    Invalid(PasswordError),
+    #[error(
+        "user {0} already has a password: give the current one (current_password) to change it, or ask an admin to clear it"
+    )]
+    CurrentRequired(UserId),
+    #[error("the current password is wrong")]
+    CurrentWrong,
+    #[error(
+        "too many wrong passwords: the password is locked until {0}; try again then, or ask an admin to clear it"
+    )]
+    Locked(Timestamp),
+    #[error("{0}")]
+    Hashing(PasswordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who sets the password, and so whether the current one must be given.
+pub enum Authority {
+    /// The user themselves: if they have a password, `current` must match it. A wrong one counts
+    /// as a failed sign-in.
+    User { current: Option<Password> },
+    /// An operator on the server's host (`writ users set-password`): no current password.
+    Operator,
+}
+
+/// Hashes on a blocking thread.
+async fn hash(new: &Password) -> Result<String, PasswordChangeError> {
+    let new = new.clone();
+    tokio::task::spawn_blocking(move || password::hash(&new))
+        .await
+        .map_err(|e| StoreError::db("hash password", e))?
+        .map_err(PasswordChangeError::Hashing)
+}
+
+/// Verifies on a blocking thread; `None` spends the same time and fails.
+async fn verify(phc: Option<String>, candidate: &Password) -> Result<bool, StoreError> {
+    let candidate = candidate.clone();
+    tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => password::verify(&phc, &candidate),
+        None => {
+            password::verify_dummy(&candidate);
+            Ok(false)
+        }
+    })
+    .await
+    .map_err(|e| StoreError::db("verify password", e))?
+    .or_else(|e| {
+        // Fail closed, and say so in the log: a stored hash that cannot be read never matches.
+        tracing::error!(error = %e, "a stored password hash could not be verified");
+        Ok(false)
+    })
+}
+
+/// Sets `user`'s password to `new` after checking the rules (and, for the user themselves, the
+/// current password). Returns the instant it was set: sessions opened with an older password end.
+pub async fn change(
+    store: &dyn IdentityStore,
+    user: &UserId,
+    new: &Password,
+    authority: Authority,
+    now: Timestamp,
+) -> Result<Timestamp, PasswordChangeError> {
+    password::check_new(user, new).map_err(PasswordChangeError::Invalid)?;
+    if store.user(user).await?.is_none() {
+        return Err(StoreError::NotFound(format!("user {user}")).into());
+    }
+    if let Authority::User { current } = authority
+        && let Some(existing) = store.password(user).await?
+    {
+        let current = current.ok_or_else(|| PasswordChangeError::CurrentRequired(user.clone()))?;
+        if let Some(until) = existing.locked_until.filter(|u| *u > now) {
+            verify(None, &current).await?;
+            store.record_password_failure(user, now).await?;
+            return Err(PasswordChangeError::Locked(until));
+        }
+        if !verify(Some(existing.phc), &current).await? {
+            let failed = store.record_password_failure(user, now).await?;
+            return Err(
+                match failed.and_then(|f| f.locked_until).filter(|u| *u > now) {
+                    Some(until) => PasswordChangeError::Locked(until),
+                    None => PasswordChangeError::CurrentWrong,
+                },
+            );
+        }
+    }
+    let phc = hash(new).await?;
+    store.set_password(user, &phc, now).await?;
+    Ok(now)
+}
+
+/// What a password sign-in came to.
+#[derive(Debug)]
+pub enum SignIn {
+    /// The password is `user`'s, set at `set_at` (the session remembers it).
+    Accepted { user: UserRecord, set_at: Timestamp },
+    /// Unknown user, no password, or a wrong one: the caller cannot tell which, and must not.
+    Refused,
+    /// Refused because the password is locked, before this attempt or by it. The caller shows
+    /// the same message as for [`SignIn::Refused`] and may log the lock.
+    Locked {
+        user: UserId,
+        failures: u32,
+        until: Timestamp,
+    },
+}
+
+/// Checks `password` for the user `user_id` names and counts the result: a failure towards the
+/// lock, a success clears the count.
+pub async fn sign_in(
+    store: &dyn IdentityStore,
+    user_id: &str,
+    candidate: &Password,
+    now: Timestamp,
+) -> Result<SignIn, StoreError> {
+    let Ok(user) = UserId::new(user_id.trim()) else {
+        verify(None, candidate).await?;
+        return Ok(SignIn::Refused);
+    };
+    let Some(record) = store.password(&user).await? else {
+        verify(None, candidate).await?;
+        return Ok(SignIn::Refused);
+    };
+    let locked = |failed: Option<crate::identity::PasswordFailures>| match failed {
+        Some(f) => match f.locked_until.filter(|u| *u > now) {
+            Some(until) => SignIn::Locked {
+                user: user.clone(),
+                failures: f.failures,
+                until,
+            },
+            None => SignIn::Refused,
+        },
+        None => SignIn::Refused,
+    };
+    if record.locked_until.is_some_and(|u| u > now) {
+        // Locked: the password is not even tried, and the attempt extends the lock.
+        verify(None, candidate).await?;
+        let failed = store.record_password_failure(&user, now).await?;
+        return Ok(locked(failed));
+    }
+    if !verify(Some(record.phc), candidate).await? {
+        let failed = store.record_password_failure(&user, now).await?;
+        return Ok(locked(failed));
+    }
+    let Some(found) = store.user(&user).await? else {
+        return Ok(SignIn::Refused);
+    };
+    if record.failures > 0 || record.locked_until.is_some() {
+        store.reset_password_failures(&user).await?;
+    }
+    Ok(SignIn::Accepted {
+        user: found,
+        set_at: record.set_at,
+    })
+}
