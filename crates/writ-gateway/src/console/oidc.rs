@@ -42,7 +42,6 @@ use crate::pipeline::ApiError;
 
 /// How long a started sign-in may take at the issuer.
 const PENDING_LIFETIME: Duration = Duration::from_secs(600);
-const PENDING_LIFETIME_US: i64 = 600 * 1_000_000;
 /// The most sign-ins pending at once; beyond it the oldest are dropped.
 const MAX_PENDING: u32 = 10_000;
 /// The longest the token endpoint (or the discovery document) may take to answer.
@@ -266,7 +265,10 @@ pub(super) async fn start(
     let now = Timestamp::now();
     let stored = match (
         serde_json::to_value(&pending),
-        Timestamp::from_micros(now.as_micros().saturating_add(PENDING_LIFETIME_US)),
+        Timestamp::from_micros(
+            now.as_micros()
+                .saturating_add(PENDING_LIFETIME.as_micros() as i64),
+        ),
     ) {
         (Ok(data), Ok(expires)) => {
             c.gw.db
