@@ -3,8 +3,9 @@
 //! approved there (then executed), the action's timeline with every inclusion proof and the
 //! checkpoint signature verified by the browser, CSRF and origin checks, and users who may not
 //! approve; sign-in with a password, its generic refusals and lock, and the end of a password
-//! session when the password changes. With `WRIT_SCREENSHOTS=1` the main pages are saved to
-//! `docs/`.
+//! session when the password changes; the account page, where a user sets and changes their
+//! password (staying signed in there) and signs out everywhere. With `WRIT_SCREENSHOTS=1` the
+//! main pages are saved to `docs/`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`). Without them the test prints why and passes, except under CI (env `CI`
@@ -1163,4 +1164,233 @@ async fn password_sign_in_in_a_real_browser() {
 
     phone.close().await.unwrap();
     other.close().await.unwrap();
+}
+
+/// Sends the account page's password form; `current` is typed only when the page asks for it.
+async fn send_account_password(c: &Client, url: &str, current: &str, new: &str, repeat: &str) {
+    c.goto(&format!("{url}/console/account")).await.unwrap();
+    wait_for(c, "#password-form").await;
+    if !current.is_empty() {
+        wait_for(c, "#current_password")
+            .await
+            .send_keys(current)
+            .await
+            .unwrap();
+    }
+    wait_for(c, "#new_password")
+        .await
+        .send_keys(new)
+        .await
+        .unwrap();
+    wait_for(c, "#repeat_password")
+        .await
+        .send_keys(repeat)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The account page's outcome after a form: its status and its words.
+async fn account_outcome(c: &Client) -> (String, String) {
+    let outcome = wait_for(c, "#account-outcome").await;
+    let status = outcome.attr("data-status").await.unwrap().unwrap();
+    (status, text_of(c, "#account-outcome").await)
+}
+
+/// Whether the next page load of `c` lands on the sign-in form.
+async fn signed_out(c: &Client, url: &str) -> bool {
+    c.goto(&format!("{url}/console/approvals")).await.unwrap();
+    let page = wait_for(c, "#password-sign-in, span.user[data-signed-in]").await;
+    page.attr("id").await.unwrap().as_deref() == Some("password-sign-in")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_page_in_a_real_browser() {
+    const FIRST: &str = "correct horse battery";
+    const SECOND: &str = "staple sideways river moon";
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let upstream = Upstream::start(None).await;
+    let env = Env::new(None);
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: None,
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: false,
+        extra: "",
+    });
+    let server = env.serve();
+    let admin = server.admin();
+    let api = server.api();
+    let url = server.url.clone();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/admin/users",
+            &admin,
+            Some(
+                json!({"id": "carol", "display_name": "Carol Example", "groups": ["maintainers"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let carol_key = v["api_key"].as_str().unwrap().to_owned();
+    let profiles: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    // A signs in with her key; the account page (linked from the header) says who she is and
+    // how she signed in, and that she has no password yet, so it asks for no current one.
+    let a = browser(&driver, profiles[0].path()).await;
+    sign_in(&a, &url, &carol_key).await;
+    a.find(Locator::Css("header.top nav a[href='/console/account']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&a, "#account-id").await, "carol");
+    let account = text_of(&a, "#account").await;
+    assert!(
+        account.contains("Carol Example") && account.contains("maintainers"),
+        "{account}"
+    );
+    assert_eq!(text_of(&a, "#account-admin").await, "no");
+    assert_eq!(
+        text_of(&a, "#signed-in-with").await,
+        "signed in with your user API key"
+    );
+    assert!(!text_of(&a, "#session-ends").await.is_empty());
+    let state = wait_for(&a, "#password-state").await;
+    assert_eq!(
+        state.attr("data-password").await.unwrap().as_deref(),
+        Some("none")
+    );
+    assert!(a.find(Locator::Css("#current_password")).await.is_err());
+    let source = a.source().await.unwrap();
+    assert!(!source.contains(&carol_key), "the page shows the key");
+
+    // She sets a first password there.
+    send_account_password(&a, &url, "", FIRST, FIRST).await;
+    let (status, message) = account_outcome(&a).await;
+    assert_eq!(status, "200", "{message}");
+    assert!(message.starts_with("Your password is set."), "{message}");
+    let state = wait_for(&a, "#password-state").await;
+    assert_eq!(
+        state.attr("data-password").await.unwrap().as_deref(),
+        Some("set")
+    );
+    wait_for(&a, "#current_password").await;
+    assert!(!a.source().await.unwrap().contains(FIRST));
+
+    // B and C sign in with it.
+    let b = browser(&driver, profiles[1].path()).await;
+    send_password(&b, &url, "carol", FIRST).await;
+    wait_for(&b, "span.user[data-signed-in=carol]").await;
+    let c = browser(&driver, profiles[2].path()).await;
+    send_password(&c, &url, "carol", FIRST).await;
+    wait_for(&c, "span.user[data-signed-in=carol]").await;
+
+    // In B: a wrong current password and a repetition that differs are refused, in words.
+    b.goto(&format!("{url}/console/account")).await.unwrap();
+    assert_eq!(
+        text_of(&b, "#signed-in-with").await,
+        "signed in with your password"
+    );
+    send_account_password(&b, &url, "not her password", SECOND, SECOND).await;
+    assert_eq!(
+        account_outcome(&b).await,
+        ("403".to_owned(), "the current password is wrong".to_owned())
+    );
+    send_account_password(&b, &url, FIRST, SECOND, "staple sideways river mon").await;
+    let (status, message) = account_outcome(&b).await;
+    assert_eq!(status, "400", "{message}");
+    assert!(message.contains("differ"), "{message}");
+    send_account_password(&b, &url, FIRST, "short", "short").await;
+    let (status, message) = account_outcome(&b).await;
+    assert_eq!(status, "400", "{message}");
+    assert!(message.contains("too short"), "{message}");
+    assert!(!b.source().await.unwrap().contains(SECOND));
+
+    // The change: B stays signed in (a fresh session), A's key session goes on, and C, signed in
+    // with the old password, is signed out.
+    send_account_password(&b, &url, FIRST, SECOND, SECOND).await;
+    let (status, message) = account_outcome(&b).await;
+    assert_eq!(status, "200", "{message}");
+    assert!(
+        message.starts_with("Your password is changed."),
+        "{message}"
+    );
+    assert!(
+        !signed_out(&b, &url).await,
+        "B was signed out by its own change"
+    );
+    wait_for(&b, "#live-status").await;
+    assert!(!signed_out(&a, &url).await, "the key session ended");
+    assert!(
+        signed_out(&c, &url).await,
+        "C's old password session goes on"
+    );
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/login")
+    );
+    // The new password signs in; the old one does not.
+    send_password(&c, &url, "carol", FIRST).await;
+    assert_eq!(
+        text_of(&c, ".problem").await,
+        "That user id and password were not accepted."
+    );
+
+    // Sign out everywhere from B: B lands on the sign-in page, and A's session is over too.
+    b.goto(&format!("{url}/console/account")).await.unwrap();
+    wait_for(&b, "#sign-out-everywhere button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(&b, "#password-sign-in").await;
+    assert!(signed_out(&b, &url).await);
+    assert!(
+        signed_out(&a, &url).await,
+        "A's session outlived sign-out everywhere"
+    );
+
+    // Both are in the audit log as carol's doing, and no password is anywhere in it.
+    let admin_entries = env.run(&["audit", "query", "--kind", "admin", "--json"]);
+    let events: Vec<Value> = admin_entries
+        .lines()
+        .flat_map(|l| match serde_json::from_str(l).unwrap() {
+            Value::Array(items) => items,
+            other => vec![other],
+        })
+        .filter(|e| e["actor"] == "user:carol")
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            json!({"event": "user.password_set", "user": "carol"}),
+            json!({"event": "user.password_set", "user": "carol"}),
+            // A's key session and B's fresh one (B's first and C's ended with the change).
+            json!({"event": "user.sessions_ended", "user": "carol", "count": 2}),
+        ],
+        "{admin_entries}"
+    );
+    let everything = env.run(&["audit", "export"]);
+    for secret in [FIRST, SECOND, "argon2", carol_key.as_str()] {
+        assert!(!everything.contains(secret), "the log holds {secret:?}");
+    }
+
+    for browser in [a, b, c] {
+        browser.close().await.unwrap();
+    }
 }

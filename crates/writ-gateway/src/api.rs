@@ -798,7 +798,7 @@ pub(crate) struct GrantRequest {
     pub sum_budget: Option<writ_identity::SumBudget>,
 }
 
-async fn admin_entry(gw: &Gateway, actor: &str, payload: Value) -> Result<(), ApiError> {
+pub(crate) async fn admin_entry(gw: &Gateway, actor: &str, payload: Value) -> Result<(), ApiError> {
     let entry = NewEntry::new(
         ActionId::generate(),
         EntryKind::Admin,
@@ -1057,7 +1057,7 @@ async fn set_own_password(
     )
 }
 
-fn password_refusal(e: PasswordChangeError) -> ApiError {
+pub(crate) fn password_refusal(e: PasswordChangeError) -> ApiError {
     match e {
         PasswordChangeError::Invalid(_) | PasswordChangeError::CurrentRequired(_) => {
             ApiError::bad_request(e.to_string())

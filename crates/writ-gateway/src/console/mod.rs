@@ -1,7 +1,8 @@
 //! The web console at `/console`: server-rendered pages (maud) for people at a desk or on a
 //! phone — the approvals inbox, which updates live over server-sent events; the record of one
 //! action, whose inclusion proofs and signed checkpoint the browser verifies itself; the audit
-//! explorer (search, chart, JSON Lines and OCSF export); agents and grants; the policy bundle.
+//! explorer (search, chart, JSON Lines and OCSF export); agents and grants; the policy bundle;
+//! the user's own account (their password, and signing out everywhere).
 //!
 //! The console is a thin layer over the same functions as the HTTP API: it reads through
 //! [`api::visible_approvals`], [`api::action_record`], [`api::action_filter`] and the like,
@@ -140,6 +141,9 @@ enum SignInWith {
 pub(crate) struct SignedIn {
     pub user: UserRecord,
     pub csrf: String,
+    /// How this session was opened (the account page says so).
+    with: SignInWith,
+    expires_at: Timestamp,
 }
 
 /// Every route of the console, to be merged into the API's router.
@@ -162,6 +166,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/grants", post(create_grant))
         .route("/console/grants/{id}/revoke", post(revoke_grant))
         .route("/console/policy", get(policy_page))
+        .route("/console/account", get(account_page))
+        .route("/console/account/password", post(change_password))
+        .route(
+            "/console/account/sign-out-everywhere",
+            post(sign_out_everywhere),
+        )
         .route("/console/audit/export.jsonl", get(audit_export))
         .route("/console/audit/export.ocsf.jsonl", get(audit_export_ocsf))
         .route("/console/assets/{file}", get(asset))
@@ -321,10 +331,10 @@ impl Console {
             return Ok(None);
         };
         let with: Option<SignInWith> = serde_json::from_value(session.sign_in).ok();
-        let live = match with {
+        let live = match &with {
             Some(SignInWith::ApiKey { key_sha256 }) => {
                 let mut hash = [0u8; 32];
-                hex::decode_to_slice(&key_sha256, &mut hash).is_ok()
+                hex::decode_to_slice(key_sha256, &mut hash).is_ok()
                     && matches!(
                         self.gw.db.api_key(&hash).await?,
                         Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
@@ -335,22 +345,23 @@ impl Console {
                 .db
                 .password(&session.user)
                 .await?
-                .is_some_and(|p| p.set_at.as_micros() == set_at_us),
+                .is_some_and(|p| p.set_at.as_micros() == *set_at_us),
             // The issuer is not asked again: the session lives at most until the ID token's
             // expiry, and deleting the user ends it.
             Some(SignInWith::Oidc { .. }) => true,
             // Written by a newer Writ, or damaged: fail closed.
             None => false,
         };
-        let user = if live {
-            self.gw.db.user(&session.user).await?
-        } else {
-            None
+        let user = match with {
+            Some(with) if live => self.gw.db.user(&session.user).await?.map(|u| (u, with)),
+            _ => None,
         };
         match user {
-            Some(user) => Ok(Some(SignedIn {
+            Some((user, with)) => Ok(Some(SignedIn {
                 user,
                 csrf: csrf_token(id),
+                with,
+                expires_at: session.expires_at,
             })),
             None => {
                 self.end_session(headers).await;
@@ -1137,6 +1148,198 @@ async fn asset(Path(file): Path<String>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account
+
+/// What the account page says about the last form sent from it.
+struct Outcome {
+    status: StatusCode,
+    message: String,
+}
+
+/// The account page for `who`, with the password's state read now.
+async fn account_response(c: &Console, who: &SignedIn, outcome: Option<&Outcome>) -> Response {
+    match c.gw.db.password(&who.user.id).await {
+        Ok(password) => {
+            let status = outcome.map_or(StatusCode::OK, |o| o.status);
+            html(status, pages::account(who, password.as_ref(), outcome))
+        }
+        Err(e) => error_page(Some(who), &e.into()),
+    }
+}
+
+/// The account page with a refusal in words, under the API's status (and `Retry-After`).
+async fn account_refusal(c: &Console, who: &SignedIn, e: ApiError) -> Response {
+    let outcome = Outcome {
+        status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        message: e.message,
+    };
+    let mut response = account_response(c, who, Some(&outcome)).await;
+    if let Some(v) = e
+        .retry_after
+        .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// `GET /console/account`: who the user is, how this session was opened, their password.
+async fn account_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    match c.page_user(&headers).await {
+        Ok(who) => account_response(&c, &who, None).await,
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    repeat_password: String,
+}
+
+/// The user sets or changes their own password, as `POST /v1/users/me/password` does (same
+/// checks, same refusals, same audit entry). A session opened with the old password would end
+/// with the change; this one is replaced by a fresh session, so the user stays signed in here
+/// while their other password sessions end.
+async fn change_password(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use writ_identity::password::Password;
+    use writ_store::passwords::{self, Authority, PasswordChangeError};
+    let who = match c.form_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
+    let f: PasswordForm = match form(&body) {
+        Ok(f) => f,
+        Err(e) => return error_page(Some(&who), &e),
+    };
+    if let Err(e) = check_post(&c.gw, &headers, &who, &f.csrf) {
+        return error_page(Some(&who), &e);
+    }
+    if f.new_password != f.repeat_password {
+        let e = ApiError::bad_request(
+            "the new password and its repetition differ; nothing was changed; type the same new password in both fields",
+        );
+        return account_refusal(&c, &who, e).await;
+    }
+    let current = (!f.current_password.is_empty()).then(|| Password::new(f.current_password));
+    let new = Password::new(f.new_password);
+    let changed = passwords::change(
+        c.gw.db.as_ref(),
+        &who.user.id,
+        &new,
+        Authority::User { current },
+        Timestamp::now(),
+    )
+    .await;
+    let set_at = match changed {
+        Ok(set_at) => set_at,
+        Err(PasswordChangeError::CurrentRequired(_)) => {
+            let e = ApiError::bad_request(
+                "you already have a password: type the current one to change it",
+            );
+            return account_refusal(&c, &who, e).await;
+        }
+        Err(e) => return account_refusal(&c, &who, api::password_refusal(e)).await,
+    };
+    let actor = format!("user:{}", who.user.id);
+    let entry = json!({"event": "user.password_set", "user": who.user.id.as_str()});
+    if let Err(e) = api::admin_entry(&c.gw, &actor, entry).await {
+        return error_page(Some(&who), &e);
+    }
+    tracing::info!(user = %who.user.id, "password set from the console");
+    if !matches!(who.with, SignInWith::Password { .. }) {
+        let outcome = Outcome {
+            status: StatusCode::OK,
+            message: "Your password is set. You can sign in with your user id and it; sessions opened with an earlier password have ended.".to_owned(),
+        };
+        return account_response(&c, &who, Some(&outcome)).await;
+    }
+    // This session was opened with the old password: open a fresh one with the new, ending when
+    // this one would have, and end this one.
+    let left = who
+        .expires_at
+        .as_micros()
+        .saturating_sub(Timestamp::now().as_micros());
+    let lifetime = Duration::from_micros(u64::try_from(left).unwrap_or(0));
+    let with = SignInWith::Password {
+        set_at_us: set_at.as_micros(),
+    };
+    let id = match c.start_session(&who.user, with, lifetime).await {
+        Ok(id) => id,
+        Err(e) => {
+            let e = ApiError::internal(format!(
+                "your password was changed, but a new session could not be opened ({}); sign in again with the new password",
+                e.message
+            ));
+            return error_page(None, &e);
+        }
+    };
+    c.end_session(&headers).await;
+    let renewed = SignedIn {
+        csrf: csrf_token(&id),
+        with: SignInWith::Password {
+            set_at_us: set_at.as_micros(),
+        },
+        expires_at: who.expires_at,
+        user: who.user,
+    };
+    let outcome = Outcome {
+        status: StatusCode::OK,
+        message: "Your password is changed. You stay signed in here; your other sessions opened with a password have ended.".to_owned(),
+    };
+    let mut response = account_response(&c, &renewed, Some(&outcome)).await;
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, SESSION_COOKIE, &id, lifetime.as_secs()),
+    );
+    response
+}
+
+/// Ends every session of the user, this one included, wherever it was opened.
+async fn sign_out_everywhere(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match c.form_user(&headers).await {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
+    let result = async {
+        let f: CsrfForm = form(&body)?;
+        check_post(&c.gw, &headers, &who, &f.csrf)?;
+        let ended = c.gw.db.remove_user_sessions(&who.user.id).await?;
+        let entry =
+            json!({"event": "user.sessions_ended", "user": who.user.id.as_str(), "count": ended});
+        api::admin_entry(&c.gw, &format!("user:{}", who.user.id), entry).await?;
+        tracing::info!(user = %who.user.id, ended, "console sessions ended everywhere");
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut response = to_login();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&headers, SESSION_COOKIE, "", 0),
+            );
+            response
+        }
+        Err(e) => error_page(Some(&who), &e),
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use writ_store::ActionRow;
 
-use super::{AuditSearch, LogStatus, SignedIn, css_url, js_url, verdict_of};
+use super::{AuditSearch, LogStatus, Outcome, SignInWith, SignedIn, css_url, js_url, verdict_of};
 
 /// A JSON value as text: strings as they are, arrays joined by commas, null as a dash, the rest
 /// as compact JSON.
@@ -61,6 +61,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                             a href="/console/audit" { "Audit" }
                             a href="/console/identity" { "Agents & grants" }
                             @if who.user.admin { a href="/console/policy" { "Policy" } }
+                            a href="/console/account" { "Account" }
                         }
                         div.me {
                             span.user data-signed-in=(who.user.id.as_str()) {
@@ -842,6 +843,84 @@ pub(super) fn policy(
                             }
                         }
                     }
+                }
+            }
+        },
+    )
+}
+
+/// The signed-in user's account: who they are, this session, their password (its state, never
+/// its hash), the form to set or change it, and the button that ends every session.
+pub(super) fn account(
+    who: &SignedIn,
+    password: Option<&writ_store::identity::PasswordRecord>,
+    outcome: Option<&Outcome>,
+) -> Markup {
+    let now = writ_core::Timestamp::now();
+    let (method, how) = match &who.with {
+        SignInWith::ApiKey { .. } => ("api_key", "your user API key".to_owned()),
+        SignInWith::Password { .. } => ("password", "your password".to_owned()),
+        SignInWith::Oidc { issuer } => ("oidc", format!("OpenID Connect, issuer {issuer}")),
+    };
+    layout(
+        "Account",
+        Some(who),
+        html! {
+            h1 { "Your account" }
+            @if let Some(o) = outcome {
+                @if o.status.is_success() {
+                    p.notice #account-outcome role="status" data-status=(o.status.as_u16()) { (o.message) }
+                } @else {
+                    p.problem #account-outcome role="alert" data-status=(o.status.as_u16()) { (o.message) }
+                }
+            }
+            dl.facts #account {
+                dt { "User id" } dd.mono #account-id { (who.user.id.as_str()) }
+                dt { "Name" } dd { (who.user.display_name) }
+                dt { "Groups" } dd { (if who.user.groups.is_empty() { "none".to_owned() } else { who.user.groups.join(", ") }) }
+                dt { "Admin" } dd #account-admin { @if who.user.admin { "yes" } @else { "no" } }
+                dt { "This session" } dd #signed-in-with data-method=(method) { "signed in with " (how) }
+                dt { "Session ends" } dd #session-ends { (who.expires_at.to_string()) }
+                dt { "Password" } dd #password-state data-password=(if password.is_some() { "set" } else { "none" }) {
+                    @match password {
+                        Some(p) => {
+                            "set " (p.set_at.to_string())
+                            @if let Some(until) = p.locked_until.filter(|u| *u > now) {
+                                span.problem { " (locked until " (until.to_string()) " after repeated wrong passwords)" }
+                            }
+                        }
+                        None => { "none yet: you sign in with your API key" @if matches!(who.with, SignInWith::Oidc { .. }) { " or your identity provider" } }
+                    }
+                }
+            }
+            section.account {
+                h2 { @if password.is_some() { "Change your password" } @else { "Set a password" } }
+                form #password-form method="post" action="/console/account/password" {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    @if password.is_some() {
+                        label for="current_password" { "Current password" }
+                        input #current_password type="password" name="current_password"
+                            autocomplete="current-password" required;
+                    }
+                    label for="new_password" { "New password" }
+                    input #new_password type="password" name="new_password"
+                        autocomplete="new-password" required;
+                    label for="repeat_password" { "New password again" }
+                    input #repeat_password type="password" name="repeat_password"
+                        autocomplete="new-password" required;
+                    button type="submit" { @if password.is_some() { "Change the password" } @else { "Set the password" } }
+                }
+                p.hint {
+                    "At least " (writ_identity::password::MIN_CHARS) " characters; a few unrelated words make a good one. "
+                    "Changing it ends your other sessions opened with a password; those opened with an API key or an identity provider go on."
+                }
+            }
+            section.account {
+                h2 { "Sign out everywhere" }
+                p.hint { "Ends every session of yours, in every browser, this one included. Do it if you left a session open on a device you no longer hold." }
+                form #sign-out-everywhere method="post" action="/console/account/sign-out-everywhere" {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    button.deny type="submit" { "Sign out everywhere" }
                 }
             }
         },
