@@ -14,16 +14,17 @@
 //!   failures: `writ_store::passwords`) or with a user API key creates a server-side session,
 //!   a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
 //!   SameSite=Strict; Path=/console`, `Secure` unless the request's host is loopback). The
-//!   server keeps only the SHA-256 of the id, in memory (so a restart signs everyone out), for
-//!   at most [`SESSION_LIFETIME`]. Every request re-reads the user and checks that the API key
-//!   used to sign in is still live (or that the password has not been changed or cleared
-//!   since), so revoking the key, changing the password or deleting the user ends the session
-//!   at once. Sign-in with an OpenID Connect issuer ([`oidc`]) opens the same kind of session,
-//!   which ends at the ID token's expiry at the latest.
-//! - **CSRF**: every form carries the session's token in a hidden field, checked on every POST;
-//!   the sign-in form uses a short-lived token bound to a cookie. A POST that a browser marks
-//!   as cross-site (`Sec-Fetch-Site`), or whose `Origin` (or `Referer`) is another site, is
-//!   refused as well.
+//!   store keeps only the SHA-256 of the id (`writ_store::SessionStore`: a restart keeps the
+//!   session and every replica shares it), for at most [`SESSION_LIFETIME`]. Every request
+//!   re-reads the user and checks that the API key used to sign in is still live (or that the
+//!   password has not been changed or cleared since), so revoking the key, changing the
+//!   password or deleting the user ends the session at once. Sign-in with an OpenID Connect
+//!   issuer ([`oidc`]) opens the same kind of session, which ends at the ID token's expiry at
+//!   the latest.
+//! - **CSRF**: every form carries the session's token (derived from the session id, so never
+//!   stored) in a hidden field, checked on every POST; the sign-in form uses a short-lived token
+//!   bound to a cookie. A POST that a browser marks as cross-site (`Sec-Fetch-Site`), or whose
+//!   `Origin` (or `Referer`) is another site, is refused as well.
 //! - **Headers** on every response: a Content-Security-Policy without `unsafe-inline` (the pages
 //!   have no inline script or style; the data the script needs travels in `data-` attributes),
 //!   `nosniff`, `no-referrer`, no framing, and `no-store` on pages.
