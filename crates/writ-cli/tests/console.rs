@@ -985,6 +985,33 @@ async fn console_sessions_survive_restarts_and_are_shared_by_replicas() {
         status, 200,
         "the session did not survive the restart: {page}"
     );
+    // A session opened more than ten minutes ago cannot set a first password (a copied cookie
+    // must not add a credential that outlives the session).
+    let aged = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             c.execute('UPDATE console_sessions SET created_us = created_us - 700000000'); c.commit()",
+        ])
+        .arg(env.path("data/writ.db"))
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let resp = raw_client()
+        .post(format!("{}/console/account/password", server.url))
+        .header("cookie", &session)
+        .header("origin", &server.url)
+        .form(&[
+            ("csrf", csrf_in(&page).as_str()),
+            ("new_password", "a long enough passphrase"),
+            ("repeat_password", "a long enough passphrase"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("within 10 minutes of signing in"), "{body}");
     sign_out(&server.url, &session, &csrf_in(&page)).await;
     assert_eq!(inbox(&server.url, &session).await.0, 303);
     // Nothing that opens a session is in the database: only its hash.

@@ -1073,6 +1073,11 @@ pub(crate) fn password_refusal(e: PasswordChangeError) -> ApiError {
             tracing::error!(error = %why, "password hashing failed");
             ApiError::internal("the password could not be hashed; nothing was changed; retry")
         }
+        PasswordChangeError::Busy => {
+            let mut refusal = ApiError::unavailable(e.to_string());
+            refusal.retry_after = Some(1);
+            refusal
+        }
         PasswordChangeError::Store(e) => e.into(),
     }
 }

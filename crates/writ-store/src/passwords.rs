@@ -7,6 +7,10 @@
 //! password apart in what it costs: each spends one Argon2id verification, real or
 //! [`password::verify_dummy`]. Callers show one message for all refusals.
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 use writ_core::Timestamp;
 use writ_identity::UserId;
 use writ_identity::password::{self, Password, PasswordError};
@@ -32,6 +36,8 @@ pub enum PasswordChangeError {
     Locked(Timestamp),
     #[error("{0}")]
     Hashing(PasswordError),
+    #[error("too many password checks at this moment; nothing was changed; retry in a few seconds")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,6 +49,25 @@ pub enum Authority {
     User { current: Option<Password> },
     /// An operator on the server's host (`writ users set-password`): no current password.
     Operator,
+}
+
+/// Argon2id work at once. Each hash or verification holds 19 MiB and a core for tens of
+/// milliseconds; more at once than there are cores only queues on the blocking pool (which also
+/// runs the SQLite calls) and spends memory, so a flood of sign-ins could starve the gateway.
+static ARGON2: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+});
+/// How long a sign-in or a change waits for its turn before it is turned away.
+const ARGON2_WAIT: Duration = Duration::from_secs(2);
+
+/// A turn at Argon2id work, or `None` when none came within [`ARGON2_WAIT`]. A sign-in takes its
+/// turn before it reads the password's row and holds it until its failure is counted, so that
+/// guesses sent in parallel are checked against the lock a few at a time, not all at once.
+async fn turn() -> Option<SemaphorePermit<'static>> {
+    tokio::time::timeout(ARGON2_WAIT, ARGON2.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// Hashes on a blocking thread.
@@ -83,6 +108,7 @@ pub async fn change(
     now: Timestamp,
 ) -> Result<Timestamp, PasswordChangeError> {
     password::check_new(user, new).map_err(PasswordChangeError::Invalid)?;
+    let _turn = turn().await.ok_or(PasswordChangeError::Busy)?;
     if store.user(user).await?.is_none() {
         return Err(StoreError::NotFound(format!("user {user}")).into());
     }
@@ -117,6 +143,9 @@ pub enum SignIn {
     Accepted { user: UserRecord, set_at: Timestamp },
     /// Unknown user, no password, or a wrong one: the caller cannot tell which, and must not.
     Refused,
+    /// Not checked: too many password checks at this moment (nothing was counted). The caller
+    /// asks to retry shortly; it says nothing about the user.
+    Busy,
     /// Refused because the password is locked, before this attempt or by it. The caller shows
     /// the same message as for [`SignIn::Refused`] and may log the lock.
     Locked {
@@ -134,6 +163,9 @@ pub async fn sign_in(
     candidate: &Password,
     now: Timestamp,
 ) -> Result<SignIn, StoreError> {
+    let Some(_turn) = turn().await else {
+        return Ok(SignIn::Busy);
+    };
     let Ok(user) = UserId::new(user_id.trim()) else {
         verify(None, candidate).await?;
         return Ok(SignIn::Refused);
@@ -173,4 +205,44 @@ pub async fn sign_in(
         user: found,
         set_at: record.set_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// With every turn taken, a sign-in is turned away without reading or counting anything.
+    #[tokio::test]
+    async fn sign_ins_beyond_the_cores_wait_then_are_turned_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::sqlite::SqliteStore::open(&dir.path().join("writ.db"))
+            .await
+            .unwrap();
+        let all = u32::try_from(ARGON2.available_permits()).unwrap();
+        let held = ARGON2.acquire_many(all).await.unwrap();
+        let candidate = Password::new("correct horse battery".to_owned());
+        let answer = sign_in(&store, "alice", &candidate, Timestamp::now())
+            .await
+            .unwrap();
+        assert!(matches!(answer, SignIn::Busy), "{answer:?}");
+        let changed = change(
+            &store,
+            &UserId::new("alice").unwrap(),
+            &candidate,
+            Authority::Operator,
+            Timestamp::now(),
+        )
+        .await;
+        assert!(
+            matches!(changed, Err(PasswordChangeError::Busy)),
+            "{changed:?}"
+        );
+        drop(held);
+        let answer = sign_in(&store, "alice", &candidate, Timestamp::now())
+            .await
+            .unwrap();
+        assert!(matches!(answer, SignIn::Refused), "{answer:?}");
+    }
 }

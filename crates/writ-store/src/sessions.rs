@@ -28,8 +28,9 @@ pub struct SessionRecord {
 /// Console sessions. Both backends implement it.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session. Expired sessions are pruned first, and the user's oldest sessions
-    /// beyond `max_per_user - 1` are ended, so that no user holds more than `max_per_user`.
+    /// Stores a new session. Expired sessions are pruned first, and the user's most recently
+    /// opened `max_per_user - 1` are kept (older ones end), so that no user holds more than
+    /// `max_per_user` (two sign-ins of one user racing on PostgreSQL may leave one more).
     async fn add_session(
         &self,
         id_hash: &[u8; 32],
@@ -127,7 +128,7 @@ impl SessionStore for SqliteStore {
             tx.execute(
                 "DELETE FROM console_sessions WHERE id_hash IN (
                      SELECT id_hash FROM console_sessions WHERE user_id = ?1
-                     ORDER BY expires_us DESC LIMIT -1 OFFSET ?2)",
+                     ORDER BY created_us DESC LIMIT -1 OFFSET ?2)",
                 params![user, max_per_user.saturating_sub(1)],
             )
             .map_err(&db)?;
@@ -282,7 +283,7 @@ impl SessionStore for PgStore {
         sqlx::query(
             "DELETE FROM console_sessions WHERE id_hash IN (
                  SELECT id_hash FROM console_sessions WHERE user_id = $1
-                 ORDER BY expires_us DESC OFFSET $2)",
+                 ORDER BY created_us DESC OFFSET $2)",
         )
         .bind(session.user.as_str())
         .bind(i64::from(max_per_user.saturating_sub(1)))

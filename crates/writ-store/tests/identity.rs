@@ -799,7 +799,7 @@ async fn console_sessions_and_pending_sign_ins(db: Db) {
     let session = |expires: i64| SessionRecord {
         user: alice.clone(),
         sign_in: json!({"method": "oidc", "issuer": "https://idp.example"}),
-        created_at: t0,
+        created_at: at(expires - 3600),
         expires_at: at(expires),
     };
 
@@ -816,7 +816,7 @@ async fn console_sessions_and_pending_sign_ins(db: Db) {
     );
     assert_eq!(s.session(&[9; 32], t0).await.unwrap(), None, "unknown");
 
-    // At most three per user: a fourth ends the one closest to expiry.
+    // At most three per user: a fourth ends the earliest opened.
     for (n, expires) in [(2u8, 3700), (3, 3800), (4, 3900)] {
         other
             .add_session(&[n; 32], &session(expires), 3)

@@ -65,6 +65,8 @@ use crate::pipeline::{self, ApiError, DecisionRequest};
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// How long the sign-in form's token is good for.
 const LOGIN_TOKEN_LIFETIME_SECS: u64 = 600;
+/// How soon after signing in a session may set a user's first password.
+const FIRST_PASSWORD_WITHIN: Duration = Duration::from_secs(600);
 /// The most sessions one user holds at once; signing in again ends the oldest beyond it.
 const MAX_SESSIONS_PER_USER: u32 = 20;
 /// How often the live inbox looks at the store even when this process saw no change (another
@@ -144,6 +146,8 @@ pub(crate) struct SignedIn {
     pub csrf: String,
     /// How this session was opened (the account page says so).
     with: SignInWith,
+    /// When the session was opened: a first password is set only from a recent sign-in.
+    created_at: Timestamp,
     expires_at: Timestamp,
 }
 
@@ -348,8 +352,11 @@ impl Console {
                 .await?
                 .is_some_and(|p| p.set_at.as_micros() == *set_at_us),
             // The issuer is not asked again: the session lives at most until the ID token's
-            // expiry, and deleting the user ends it.
-            Some(SignInWith::Oidc { .. }) => true,
+            // expiry, and deleting the user or removing the issuer from the configuration ends
+            // it.
+            Some(SignInWith::Oidc { issuer }) => {
+                self.gw.oidc_sign_in.iter().any(|p| p.issuer() == issuer)
+            }
             // Written by a newer Writ, or damaged: fail closed.
             None => false,
         };
@@ -362,10 +369,13 @@ impl Console {
                 user,
                 csrf: csrf_token(id),
                 with,
+                created_at: session.created_at,
                 expires_at: session.expires_at,
             })),
             None => {
-                self.end_session(headers).await;
+                if let Err(e) = self.end_session(headers).await {
+                    tracing::error!(error = %e.message, "ending a dead console session failed");
+                }
                 Ok(None)
             }
         }
@@ -389,12 +399,12 @@ impl Console {
         }
     }
 
-    async fn end_session(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, SESSION_COOKIE)
-            && let Err(e) = self.gw.db.remove_session(&session_key(id)).await
-        {
-            tracing::error!(error = %e, "ending a console session failed");
+    /// Ends this request's session in the store.
+    async fn end_session(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if let Some(id) = cookie(headers, SESSION_COOKIE) {
+            self.gw.db.remove_session(&session_key(id)).await?;
         }
+        Ok(())
     }
 
     /// Where the issuer sends the browser back after an OIDC sign-in.
@@ -593,6 +603,18 @@ async fn password_login(
             };
             open_session(c, headers, &user, with).await
         }
+        Ok(SignIn::Busy) => {
+            let mut response = login_form(
+                c,
+                headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("Too many sign-ins at this moment. Try again in a few seconds."),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Ok(refusal) => {
             if let SignIn::Locked { user, .. } = &refusal {
                 tracing::warn!(user = %user, "console password sign-in refused: locked after repeated failures");
@@ -649,7 +671,11 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
     if let Err(e) = check_post(&c.gw, &headers, &who, &f.csrf) {
         return error_page(Some(&who), &e);
     }
-    c.end_session(&headers).await;
+    if let Err(e) = c.end_session(&headers).await {
+        // Not signed out: say so rather than pretend (the session, and any copy of its cookie,
+        // would still work).
+        return error_page(Some(&who), &e);
+    }
     let mut response = to_login();
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -1236,6 +1262,23 @@ async fn change_password(
         );
         return account_refusal(&c, &who, e).await;
     }
+    // A first password needs no current one, so it is set only from a recent sign-in: a session
+    // cookie copied hours ago cannot add a password that outlives the session.
+    let fresh = Timestamp::now()
+        .as_micros()
+        .saturating_sub(who.created_at.as_micros())
+        < i64::try_from(FIRST_PASSWORD_WITHIN.as_micros()).unwrap_or(i64::MAX);
+    match c.gw.db.password(&who.user.id).await {
+        Ok(None) if !fresh => {
+            let e = ApiError::forbidden(format!(
+                "a first password is set only within {} minutes of signing in: sign out, sign in again, then set it",
+                FIRST_PASSWORD_WITHIN.as_secs() / 60
+            ));
+            return account_refusal(&c, &who, e).await;
+        }
+        Ok(_) => {}
+        Err(e) => return error_page(Some(&who), &e.into()),
+    }
     let current = (!f.current_password.is_empty()).then(|| Password::new(f.current_password));
     let new = Password::new(f.new_password);
     let changed = passwords::change(
@@ -1289,12 +1332,16 @@ async fn change_password(
             return error_page(None, &e);
         }
     };
-    c.end_session(&headers).await;
+    // The old session already ended with the old password; its row goes too.
+    if let Err(e) = c.end_session(&headers).await {
+        tracing::error!(error = %e.message, "removing a session ended by a password change failed");
+    }
     let renewed = SignedIn {
         csrf: csrf_token(&id),
         with: SignInWith::Password {
             set_at_us: set_at.as_micros(),
         },
+        created_at: Timestamp::now(),
         expires_at: who.expires_at,
         user: who.user,
     };

@@ -72,6 +72,11 @@ pub struct OidcSignIn {
 }
 
 impl OidcSignIn {
+    /// The issuer this sign-in is for.
+    pub(super) fn issuer(&self) -> &str {
+        &self.verifier.config.issuer
+    }
+
     /// The sign-in of one configured issuer: its endpoints as configured or from its discovery
     /// document, and its client secret from the environment (read now) or the vault (read at
     /// each sign-in). `verifier` holds the issuer's keys, fetched at start.

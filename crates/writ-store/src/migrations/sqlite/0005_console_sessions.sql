@@ -8,7 +8,7 @@ CREATE TABLE console_sessions (
     created_us INTEGER NOT NULL,
     expires_us INTEGER NOT NULL
 );
-CREATE INDEX console_sessions_user ON console_sessions (user_id, expires_us);
+CREATE INDEX console_sessions_user ON console_sessions (user_id, created_us);
 CREATE INDEX console_sessions_expires ON console_sessions (expires_us);
 
 -- OIDC sign-ins started and not yet finished (state, nonce, PKCE verifier), found by the SHA-256
