@@ -205,6 +205,46 @@ fn pending_key(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
 
+/// The key that seals a pending sign-in: derived from the browser's cookie id, which the store
+/// never sees (it keys the row by [`pending_key`], another digest), so the state, nonce and PKCE
+/// verifier in the database are of no use without the browser's cookie.
+fn pending_seal_key(id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"writ console oidc pending seal\0");
+    h.update(id.as_bytes());
+    h.finalize().into()
+}
+
+/// `{"sealed": base64url(nonce || AES-256-GCM(json))}`.
+fn seal_pending(id: &str, pending: &PendingSignIn) -> Result<Value, String> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let plain = serde_json::to_vec(pending).map_err(|e| e.to_string())?;
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    let cipher = aes_gcm::Aes256Gcm::new(&pending_seal_key(id).into());
+    let sealed = cipher
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), plain.as_slice())
+        .map_err(|e| e.to_string())?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(serde_json::json!({"sealed": URL_SAFE_NO_PAD.encode(out)}))
+}
+
+/// The pending sign-in sealed by [`seal_pending`] for this cookie id; `None` if it does not open.
+fn open_pending(id: &str, data: &Value) -> Option<PendingSignIn> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let bytes = URL_SAFE_NO_PAD.decode(data.get("sealed")?.as_str()?).ok()?;
+    if bytes.len() < 12 {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(12);
+    let cipher = aes_gcm::Aes256Gcm::new(&pending_seal_key(id).into());
+    let plain = cipher
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), sealed)
+        .ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
 /// The `writ_oidc` cookie: `SameSite=Lax`, since the issuer sends the browser back with a
 /// top-level navigation from its own site, and only to `/console/oidc`.
 fn pending_cookie(headers: &HeaderMap, value: &str, max_age: u64) -> HeaderValue {
@@ -269,7 +309,7 @@ pub(super) async fn start(
     };
     let now = Timestamp::now();
     let stored = match (
-        serde_json::to_value(&pending),
+        seal_pending(&id, &pending),
         Timestamp::from_micros(
             now.as_micros()
                 .saturating_add(PENDING_LIFETIME.as_micros() as i64),
@@ -342,7 +382,7 @@ pub(super) async fn callback(
             .take_pending_sign_in(&pending_key(id), Timestamp::now())
             .await
         {
-            Ok(found) => found.and_then(|data| serde_json::from_value(data).ok()),
+            Ok(found) => found.and_then(|data| open_pending(id, &data)),
             Err(e) => return error_page(None, &e.into()),
         },
         None => None,
@@ -609,6 +649,23 @@ mod tests {
             code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn a_pending_sign_in_opens_only_with_its_cookie() {
+        let pending = PendingSignIn {
+            provider: 0,
+            issuer: "https://idp.example".into(),
+            state: "s".into(),
+            nonce: "n".into(),
+            code_verifier: "verifier-value".into(),
+        };
+        let sealed = seal_pending("cookie-id", &pending).unwrap();
+        assert!(!sealed.to_string().contains("verifier-value"));
+        let opened = open_pending("cookie-id", &sealed).unwrap();
+        assert_eq!(opened.code_verifier, "verifier-value");
+        assert!(open_pending("another-cookie", &sealed).is_none());
+        assert!(open_pending("cookie-id", &serde_json::json!({"sealed": "AAAA"})).is_none());
     }
 
     #[test]
