@@ -236,6 +236,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         checkpoint_signer,
         oidc,
         oidc_sign_in,
+        passwords: config.identity.passwords,
         limits: config.limits.clone(),
         public_url: public_url.clone(),
         allowed_origins: config.server.allowed_origins.clone(),

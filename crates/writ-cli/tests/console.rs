@@ -1025,6 +1025,59 @@ async fn console_sessions_survive_restarts_and_are_shared_by_replicas() {
             "the session cookie is stored in clear in {file}"
         );
     }
+
+    // With `identity.passwords = false`, password sign-in is gone: no form, a posted password
+    // refused, no password to set over the API.
+    drop(server);
+    env.write_config(&Config {
+        upstream: &upstream.url,
+        policies: Some(&env.path("policies")),
+        timeout_ms: 2000,
+        merge_timeout_ms: None,
+        credential: true,
+        extra: "[identity]\npasswords = false\n\n",
+    });
+    let server = env.serve();
+    let page = raw_client()
+        .get(format!("{}/console/login", server.url))
+        .send()
+        .await
+        .unwrap();
+    let login = browser::set_cookie(&page, "writ_login").unwrap();
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("password-sign-in"), "{html}");
+    assert!(html.contains("key-sign-in"), "{html}");
+    let resp = raw_client()
+        .post(format!("{}/console/login", server.url))
+        .header("cookie", login)
+        .header("origin", &server.url)
+        .form(&[
+            ("csrf", csrf_in(&html).as_str()),
+            ("user", "admin"),
+            ("password", "a long enough passphrase"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("switched off"));
+    let (status, body) = server
+        .api()
+        .call(
+            "POST",
+            "/v1/users/me/password",
+            &admin,
+            Some(json!({"password": "a long enough passphrase"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("identity.passwords"),
+        "{body}"
+    );
     drop(server);
 
     // PostgreSQL: two replicas on one database and one data directory.

@@ -1028,6 +1028,11 @@ async fn set_own_password(
     Body(body): Body,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
+    if !gw.passwords {
+        return Err(ApiError::forbidden(
+            "password sign-in is switched off on this server (identity.passwords = false); sign in to the console with an API key or an identity provider",
+        ));
+    }
     let req: PasswordRequest = parse(&body)?;
     if let Some(claimed) = req.user.as_deref()
         && claimed != user.id.as_str()

@@ -95,6 +95,11 @@ pub struct IdentityConfig {
     pub token_ttl_secs: u64,
     /// External issuers whose users may authorize agents.
     pub oidc: Vec<OidcIssuerConfig>,
+    /// Local users may sign in to the console with a password. `false` where people must sign
+    /// in through an identity provider (its MFA and account controls) or with an API key: the
+    /// password form, the account page's password form and `POST /v1/users/me/password` are
+    /// then gone, and stored passwords are ignored.
+    pub passwords: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -305,6 +310,7 @@ impl Default for IdentityConfig {
         IdentityConfig {
             token_ttl_secs: 900,
             oidc: Vec::new(),
+            passwords: true,
         }
     }
 }

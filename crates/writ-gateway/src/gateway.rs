@@ -29,6 +29,8 @@ pub struct GatewayParts {
     pub oidc: Vec<OidcVerifier>,
     /// The issuers people can sign in to the console with.
     pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
+    /// Whether local users may sign in to the console with a password (`identity.passwords`).
+    pub passwords: bool,
     pub limits: LimitsConfig,
     /// The URL clients reach Writ at (for the token endpoint and links).
     pub public_url: String,
@@ -60,6 +62,7 @@ pub struct Gateway {
     pub(crate) checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
     pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
+    pub passwords: bool,
     pub limits: LimitsConfig,
     pub public_url: String,
     pub allowed_origins: Vec<String>,
@@ -92,6 +95,7 @@ impl Gateway {
             checkpoint_signer: parts.checkpoint_signer,
             oidc: parts.oidc,
             oidc_sign_in: parts.oidc_sign_in,
+            passwords: parts.passwords,
             limits: parts.limits,
             public_url: parts.public_url.trim_end_matches('/').to_owned(),
             allowed_origins: parts.allowed_origins,

@@ -345,12 +345,15 @@ impl Console {
                         Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
                     )
             }
-            Some(SignInWith::Password { set_at_us }) => self
-                .gw
-                .db
-                .password(&session.user)
-                .await?
-                .is_some_and(|p| p.set_at.as_micros() == *set_at_us),
+            Some(SignInWith::Password { set_at_us }) => {
+                self.gw.passwords
+                    && self
+                        .gw
+                        .db
+                        .password(&session.user)
+                        .await?
+                        .is_some_and(|p| p.set_at.as_micros() == *set_at_us)
+            }
             // The issuer is not asked again: the session lives at most until the ID token's
             // expiry, and deleting the user or removing the issuer from the configuration ends
             // it.
@@ -515,7 +518,10 @@ fn login_form(
         Ok(t) => t,
         Err(e) => return error_page(None, &e),
     };
-    let mut response = html(status, pages::login(&token, problem, &c.gw.oidc_sign_in));
+    let mut response = html(
+        status,
+        pages::login(&token, problem, &c.gw.oidc_sign_in, c.gw.passwords),
+    );
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(headers, LOGIN_COOKIE, &token, LOGIN_TOKEN_LIFETIME_SECS),
@@ -551,6 +557,16 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         );
     }
     if !f.user.is_empty() || !f.password.is_empty() {
+        if !c.gw.passwords {
+            return login_form(
+                &c,
+                &headers,
+                StatusCode::FORBIDDEN,
+                Some(
+                    "Password sign-in is switched off here. Sign in with your API key or your identity provider.",
+                ),
+            );
+        }
         let password = writ_identity::password::Password::new(f.password);
         return password_login(&c, &headers, &f.user, &password).await;
     }
@@ -1192,7 +1208,8 @@ async fn account_response(c: &Console, who: &SignedIn, outcome: Option<&Outcome>
     match c.gw.db.password(&who.user.id).await {
         Ok(password) => {
             let status = outcome.map_or(StatusCode::OK, |o| o.status);
-            html(status, pages::account(who, password.as_ref(), outcome))
+            let account = pages::account(who, password.as_ref(), outcome, c.gw.passwords);
+            html(status, account)
         }
         Err(e) => error_page(Some(who), &e.into()),
     }
@@ -1255,6 +1272,10 @@ async fn change_password(
     };
     if let Err(e) = check_post(&c.gw, &headers, &who, &f.csrf) {
         return error_page(Some(&who), &e);
+    }
+    if !c.gw.passwords {
+        let e = ApiError::forbidden("password sign-in is switched off here (identity.passwords)");
+        return account_refusal(&c, &who, e).await;
     }
     if f.new_password != f.repeat_password {
         let e = ApiError::bad_request(

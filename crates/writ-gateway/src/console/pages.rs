@@ -95,7 +95,12 @@ pub(super) fn error(who: Option<&SignedIn>, status: StatusCode, message: &str) -
     )
 }
 
-pub(super) fn login(token: &str, problem: Option<&str>, providers: &[super::OidcSignIn]) -> Markup {
+pub(super) fn login(
+    token: &str,
+    problem: Option<&str>,
+    providers: &[super::OidcSignIn],
+    passwords: bool,
+) -> Markup {
     layout(
         "Sign in",
         None,
@@ -105,18 +110,22 @@ pub(super) fn login(token: &str, problem: Option<&str>, providers: &[super::Oidc
                 @if let Some(p) = problem {
                     p.problem role="alert" { (p) }
                 }
-                form #password-sign-in method="post" action="/console/login" {
-                    input type="hidden" name="csrf" value=(token);
-                    label for="user" { "User id" }
-                    input #user type="text" name="user" autocomplete="username"
-                        autocapitalize="none" spellcheck="false" required;
-                    label for="password" { "Password" }
-                    input #password type="password" name="password"
-                        autocomplete="current-password" required;
-                    button type="submit" { "Sign in" }
+                @if passwords {
+                    form #password-sign-in method="post" action="/console/login" {
+                        input type="hidden" name="csrf" value=(token);
+                        label for="user" { "User id" }
+                        input #user type="text" name="user" autocomplete="username"
+                            autocapitalize="none" spellcheck="false" required;
+                        label for="password" { "Password" }
+                        input #password type="password" name="password"
+                            autocomplete="current-password" required;
+                        button type="submit" { "Sign in" }
+                    }
+                    p.hint { "No password yet? Set one with " code { "writ users set-password YOUR_ID" } " (or ask an operator), or sign in with your API key below." }
+                    h2 { "Or with your user API key" }
+                } @else {
+                    h2 { "With your user API key" }
                 }
-                p.hint { "No password yet? Set one with " code { "writ users set-password YOUR_ID" } " (or ask an operator), or sign in with your API key below." }
-                h2 { "Or with your user API key" }
                 form #key-sign-in method="post" action="/console/login" {
                     input type="hidden" name="csrf" value=(token);
                     label for="api_key" { "Your user API key" }
@@ -855,6 +864,7 @@ pub(super) fn account(
     who: &SignedIn,
     password: Option<&writ_store::identity::PasswordRecord>,
     outcome: Option<&Outcome>,
+    passwords: bool,
 ) -> Markup {
     let now = writ_core::Timestamp::now();
     let (method, how) = match &who.with {
@@ -881,38 +891,42 @@ pub(super) fn account(
                 dt { "Admin" } dd #account-admin { @if who.user.admin { "yes" } @else { "no" } }
                 dt { "This session" } dd #signed-in-with data-method=(method) { "signed in with " (how) }
                 dt { "Session ends" } dd #session-ends { (who.expires_at.to_string()) }
-                dt { "Password" } dd #password-state data-password=(if password.is_some() { "set" } else { "none" }) {
-                    @match password {
-                        Some(p) => {
-                            "set " (p.set_at.to_string())
-                            @if let Some(until) = p.locked_until.filter(|u| *u > now) {
-                                span.problem { " (locked until " (until.to_string()) " after repeated wrong passwords)" }
+                @if passwords {
+                    dt { "Password" } dd #password-state data-password=(if password.is_some() { "set" } else { "none" }) {
+                        @match password {
+                            Some(p) => {
+                                "set " (p.set_at.to_string())
+                                @if let Some(until) = p.locked_until.filter(|u| *u > now) {
+                                    span.problem { " (locked until " (until.to_string()) " after repeated wrong passwords)" }
+                                }
                             }
+                            None => { "none yet: you sign in with your API key" @if matches!(who.with, SignInWith::Oidc { .. }) { " or your identity provider" } }
                         }
-                        None => { "none yet: you sign in with your API key" @if matches!(who.with, SignInWith::Oidc { .. }) { " or your identity provider" } }
                     }
                 }
             }
-            section.account {
-                h2 { @if password.is_some() { "Change your password" } @else { "Set a password" } }
-                form #password-form method="post" action="/console/account/password" {
-                    input type="hidden" name="csrf" value=(who.csrf);
-                    @if password.is_some() {
-                        label for="current_password" { "Current password" }
-                        input #current_password type="password" name="current_password"
-                            autocomplete="current-password" required;
+            @if passwords {
+                section.account {
+                    h2 { @if password.is_some() { "Change your password" } @else { "Set a password" } }
+                    form #password-form method="post" action="/console/account/password" {
+                        input type="hidden" name="csrf" value=(who.csrf);
+                        @if password.is_some() {
+                            label for="current_password" { "Current password" }
+                            input #current_password type="password" name="current_password"
+                                autocomplete="current-password" required;
+                        }
+                        label for="new_password" { "New password" }
+                        input #new_password type="password" name="new_password"
+                            autocomplete="new-password" required;
+                        label for="repeat_password" { "New password again" }
+                        input #repeat_password type="password" name="repeat_password"
+                            autocomplete="new-password" required;
+                        button type="submit" { @if password.is_some() { "Change the password" } @else { "Set the password" } }
                     }
-                    label for="new_password" { "New password" }
-                    input #new_password type="password" name="new_password"
-                        autocomplete="new-password" required;
-                    label for="repeat_password" { "New password again" }
-                    input #repeat_password type="password" name="repeat_password"
-                        autocomplete="new-password" required;
-                    button type="submit" { @if password.is_some() { "Change the password" } @else { "Set the password" } }
-                }
-                p.hint {
-                    "At least " (writ_identity::password::MIN_CHARS) " characters; a few unrelated words make a good one. "
-                    "Changing it ends your other sessions opened with a password; those opened with an API key or an identity provider go on."
+                    p.hint {
+                        "At least " (writ_identity::password::MIN_CHARS) " characters; a few unrelated words make a good one. "
+                        "Changing it ends your other sessions opened with a password; those opened with an API key or an identity provider go on."
+                    }
                 }
             }
             section.account {
