@@ -47,14 +47,7 @@ fn actions_and_approvals_through_the_api() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream = rt.block_on(Upstream::start(None));
     let env = Env::new(None);
-    env.write_config(&Config {
-        upstream: &upstream.url,
-        policies: None,
-        timeout_ms: 2000,
-        merge_timeout_ms: None,
-        credential: false,
-        extra: "",
-    });
+    env.write_config(&Config::plain(&upstream.url));
     let server = env.serve();
     let api = server.api();
     let admin = server.admin();

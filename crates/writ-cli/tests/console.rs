@@ -194,16 +194,9 @@ async fn console_in_a_real_browser() {
     let url = server.url.clone();
     // alice (eng) owns agent `bot`; bob is a maintainer; dave is in no group.
     let d = api.delegation(&admin).await;
-    let (s, v) = api
-        .call(
-            "POST",
-            "/v1/admin/users",
-            &admin,
-            Some(json!({"id": "dave", "groups": []})),
-        )
+    let dave_key = api
+        .add_user(&admin, json!({"id": "dave", "groups": []}))
         .await;
-    assert_eq!(s, 201, "{v}");
-    let dave_key = v["api_key"].as_str().unwrap().to_owned();
 
     // Every console response carries the security headers; the sign-in cookie is HttpOnly and
     // SameSite=Strict, and not Secure on loopback.
@@ -1112,28 +1105,12 @@ async fn password_sign_in_in_a_real_browser() {
     };
     let upstream = Upstream::start(None).await;
     let env = Env::new(None);
-    env.write_config(&Config {
-        upstream: &upstream.url,
-        policies: None,
-        timeout_ms: 2000,
-        merge_timeout_ms: None,
-        credential: false,
-        extra: "",
-    });
+    env.write_config(&Config::plain(&upstream.url));
     let server = env.serve();
     let admin = server.admin();
     let api = server.api();
     let url = server.url.clone();
-    let (s, v) = api
-        .call(
-            "POST",
-            "/v1/admin/users",
-            &admin,
-            Some(json!({"id": "carol"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let carol_key = v["api_key"].as_str().unwrap().to_owned();
+    let carol_key = api.add_user(&admin, json!({"id": "carol"})).await;
     let (s, v) = api
         .call(
             "POST",
@@ -1298,30 +1275,17 @@ async fn account_page_in_a_real_browser() {
     };
     let upstream = Upstream::start(None).await;
     let env = Env::new(None);
-    env.write_config(&Config {
-        upstream: &upstream.url,
-        policies: None,
-        timeout_ms: 2000,
-        merge_timeout_ms: None,
-        credential: false,
-        extra: "",
-    });
+    env.write_config(&Config::plain(&upstream.url));
     let server = env.serve();
     let admin = server.admin();
     let api = server.api();
     let url = server.url.clone();
-    let (s, v) = api
-        .call(
-            "POST",
-            "/v1/admin/users",
+    let carol_key = api
+        .add_user(
             &admin,
-            Some(
-                json!({"id": "carol", "display_name": "Carol Example", "groups": ["maintainers"]}),
-            ),
+            json!({"id": "carol", "display_name": "Carol Example", "groups": ["maintainers"]}),
         )
         .await;
-    assert_eq!(s, 201, "{v}");
-    let carol_key = v["api_key"].as_str().unwrap().to_owned();
     let profiles: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
 
     // A signs in with her key; the account page (linked from the header) says who she is and

@@ -100,27 +100,15 @@ fn passwords_through_the_api_the_cli_and_the_console_form() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream = rt.block_on(Upstream::start(None));
     let env = Env::new(None);
-    env.write_config(&Config {
-        upstream: &upstream.url,
-        policies: None,
-        timeout_ms: 2000,
-        merge_timeout_ms: None,
-        credential: false,
-        extra: "",
-    });
+    env.write_config(&Config::plain(&upstream.url));
     let server = env.serve();
     let api = server.api();
     let admin = server.admin();
     let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
         rt.block_on(api.call(method, path, token, body))
     };
-    let mut keys = std::collections::BTreeMap::new();
-    for user in ["alice", "bob"] {
-        let (status, body) = call("POST", "/v1/admin/users", &admin, Some(json!({"id": user})));
-        assert_eq!(status, 201, "{body}");
-        keys.insert(user, body["api_key"].as_str().unwrap().to_owned());
-    }
-    let (alice, bob) = (keys["alice"].clone(), keys["bob"].clone());
+    let alice = rt.block_on(api.add_user(&admin, json!({"id": "alice"})));
+    let bob = rt.block_on(api.add_user(&admin, json!({"id": "bob"})));
     let set = |token: &str, body: Value| call("POST", "/v1/users/me/password", token, Some(body));
 
     // The rules, each with a message that says what to do.

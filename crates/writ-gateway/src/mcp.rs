@@ -609,6 +609,23 @@ fn upstream_tool_result(body: &Value) -> Option<CallToolResult> {
     serde_json::from_value(body.clone()).ok()
 }
 
+/// An upstream tool's answer as it came (`content` built into a success or an error by `make`),
+/// with the action's id and status beside its own structured content.
+fn passed_through(
+    make: fn(Vec<ContentBlock>) -> CallToolResult,
+    upstream: CallToolResult,
+    id: &str,
+    status: &str,
+) -> CallToolResult {
+    let mut r = make(upstream.content);
+    r.structured_content = Some(json!({
+        "action_id": id,
+        "status": status,
+        "result": upstream.structured_content,
+    }));
+    r
+}
+
 /// What the model is told about an action, by its state.
 fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult {
     let result = action.result.clone().unwrap_or(Value::Null);
@@ -625,13 +642,7 @@ fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult 
             // An upstream MCP tool's own content blocks go back as they came (text, images,
             // resource links); any other connector's answer as JSON text.
             if let Some(upstream) = upstream_tool_result(&body) {
-                let mut r = CallToolResult::success(upstream.content);
-                r.structured_content = Some(json!({
-                    "action_id": id,
-                    "status": status,
-                    "result": upstream.structured_content,
-                }));
-                return r;
+                return passed_through(CallToolResult::success, upstream, id, status);
             }
             let mut r = CallToolResult::success(vec![ContentBlock::text(body.to_string())]);
             r.structured_content = Some(json!({"action_id": id, "status": status, "result": body}));
@@ -721,13 +732,7 @@ fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult 
                 .and_then(upstream_tool_result);
             if let Some(upstream) = upstream.filter(|_| action.state == ActionState::Failed) {
                 // The upstream tool reported an error (`isError`): its own words, for the model.
-                let mut r = CallToolResult::error(upstream.content);
-                r.structured_content = Some(json!({
-                    "action_id": id,
-                    "status": status,
-                    "result": upstream.structured_content,
-                }));
-                return r;
+                return passed_through(CallToolResult::error, upstream, id, status);
             }
             let text = if action.state == ActionState::OutcomeUnknown {
                 format!(

@@ -22,10 +22,9 @@ use rmcp::{RoleClient, ServiceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use writ_connectors::mcp::http_client::Http;
-use writ_gateway::Config;
 
 use super::machine_description;
-use super::pipeline::{Phase, drive, in_scratch, ratio, setup};
+use super::pipeline::{Phase, drive, in_scratch, post_action, ratio, serve_scratch, setup};
 use crate::Global;
 
 /// The target: what `/mcp` adds over the pipeline's own cost, at the median.
@@ -124,16 +123,7 @@ async fn run_in(
         "[limits]\nactions_per_agent_per_minute = 0\n\n[connectors.everything]\nkind = \"mcp\"\ncommand = {}\nargs = [{args}]\ntimeout_ms = 10000\n",
         toml_string(&a.command)
     );
-    let mut config = Config::from_toml(&toml, "the bench configuration", std::iter::empty())?;
-    config.storage.data_dir = dir.to_path_buf();
-    config.storage.database_url = database_url;
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let built = crate::serve::build(&config).await?;
-    let gateway = built.gateway;
-    let gateway_url = built.public_url;
-    let router = writ_gateway::api::router(gateway.clone());
-    let listener = built.listener;
-    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
+    let (gateway, gateway_url) = serve_scratch(&toml, dir, database_url).await?;
 
     // Wait for Writ's own connection to the upstream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -223,22 +213,7 @@ async fn run_in(
                 "args": arguments,
                 "intent": "load test",
             });
-            async move {
-                let resp = client
-                    .post(&*url)
-                    .bearer_auth(&team[i].key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let body: Value = resp.json().await.map_err(|e| e.to_string())?;
-                if status == 200 && body["status"] == "succeeded" {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
-            }
+            async move { post_action(&client, &url, &team[i].key, &body).await }
         })
     };
     let through_mcp = |d: Duration| {

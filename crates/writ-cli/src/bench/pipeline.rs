@@ -143,20 +143,7 @@ async fn run_in(
     warmup: Duration,
 ) -> anyhow::Result<PipelineReport> {
     let upstream = start_upstream().await?;
-    let mut config = Config::from_toml(
-        &gateway_toml(&upstream),
-        "the bench configuration",
-        std::iter::empty(),
-    )?;
-    config.storage.data_dir = dir.to_path_buf();
-    config.storage.database_url = database_url;
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let built = crate::serve::build(&config).await?;
-    let gateway = built.gateway;
-    let gateway_url = built.public_url;
-    let router = writ_gateway::api::router(gateway.clone());
-    let listener = built.listener;
-    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
+    let (gateway, gateway_url) = serve_scratch(&gateway_toml(&upstream), dir, database_url).await?;
 
     eprintln!("setting up {agents} agents with their grants ({backend})…");
     let team = setup(&gateway, dir, agents, "github.*").await?;
@@ -196,26 +183,14 @@ async fn run_in(
             let (client, url, team) = (client.clone(), url.clone(), team.clone());
             async move {
                 let agent = &team[i];
-                let resp = client
-                    .post(&*url)
-                    .bearer_auth(&agent.key)
-                    .json(&json!({
-                        "grant_id": agent.grant,
-                        "connector": "github",
-                        "operation": "create_issue",
-                        "args": {"title": "bench"},
-                        "intent": "load test",
-                    }))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let body: Value = resp.json().await.map_err(|e| e.to_string())?;
-                if status == 200 && body["status"] == "succeeded" {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
+                let body = json!({
+                    "grant_id": agent.grant,
+                    "connector": "github",
+                    "operation": "create_issue",
+                    "args": {"title": "bench"},
+                    "intent": "load test",
+                });
+                post_action(&client, &url, &agent.key, &body).await
             }
         })
     };
@@ -307,6 +282,47 @@ where
     }
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Builds the gateway from `toml` as `writ serve` does, with its data in `dir` and on
+/// `database_url`, and serves its API on a loopback port; the gateway and its URL.
+pub(super) async fn serve_scratch(
+    toml: &str,
+    dir: &Path,
+    database_url: Option<String>,
+) -> anyhow::Result<(Arc<Gateway>, String)> {
+    let mut config = Config::from_toml(toml, "the bench configuration", std::iter::empty())?;
+    config.storage.data_dir = dir.to_path_buf();
+    config.storage.database_url = database_url;
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let built = crate::serve::build(&config).await?;
+    let router = writ_gateway::api::router(built.gateway.clone());
+    let listener = built.listener;
+    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
+    Ok((built.gateway, built.public_url))
+}
+
+/// Posts one action with an agent's key; `Ok` only if it ran and succeeded.
+pub(super) async fn post_action(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> Result<(), String> {
+    let resp = client
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if status == 200 && body["status"] == "succeeded" {
+        Ok(())
+    } else {
+        Err(format!("{status}: {body}"))
+    }
 }
 
 pub(super) fn ratio(a: f64, b: f64) -> f64 {

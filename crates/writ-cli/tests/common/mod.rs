@@ -145,7 +145,20 @@ pub struct Config<'a> {
     pub extra: &'a str,
 }
 
-impl Config<'_> {
+impl<'a> Config<'a> {
+    /// The connector for `upstream` with the server's default policies, a 2 s timeout and no
+    /// credential.
+    pub fn plain(upstream: &'a str) -> Config<'a> {
+        Config {
+            upstream,
+            policies: None,
+            timeout_ms: 2000,
+            merge_timeout_ms: None,
+            credential: false,
+            extra: "",
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut toml = String::new();
         if let Some(dir) = self.policies {
@@ -553,20 +566,24 @@ pub struct Delegation {
 }
 
 impl Api {
+    /// Creates a user (`{"id": …, "groups": …}` as `POST /v1/admin/users` takes it) with the
+    /// admin key; the user's API key.
+    pub async fn add_user(&self, admin: &str, user: Value) -> String {
+        let (s, v) = self
+            .call("POST", "/v1/admin/users", admin, Some(user))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["api_key"].as_str().unwrap().to_owned()
+    }
+
     /// Creates the users, the agent, its grants and a delegated token of [`Delegation`].
     pub async fn delegation(&self, admin: &str) -> Delegation {
         let mut keys = std::collections::HashMap::new();
         for (id, groups) in [("alice", vec!["eng"]), ("bob", vec!["maintainers"])] {
-            let (s, v) = self
-                .call(
-                    "POST",
-                    "/v1/admin/users",
-                    admin,
-                    Some(json!({"id": id, "groups": groups})),
-                )
+            let key = self
+                .add_user(admin, json!({"id": id, "groups": groups}))
                 .await;
-            assert_eq!(s, 201, "{v}");
-            keys.insert(id, v["api_key"].as_str().unwrap().to_owned());
+            keys.insert(id, key);
         }
         let (s, v) = self
             .call(

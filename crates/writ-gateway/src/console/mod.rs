@@ -393,6 +393,23 @@ impl Console {
         }
     }
 
+    /// A form post: its signed-in user and its fields, with the origin and the session's CSRF
+    /// token checked; otherwise the page to answer with (403 signed out, the refusal's page).
+    async fn posted<F: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(SignedIn, F), Response> {
+        let who = self.form_user(headers).await?;
+        let checked = form::<CsrfForm>(body)
+            .and_then(|t| check_post(&self.gw, headers, &who, &t.csrf))
+            .and_then(|()| form::<F>(body));
+        match checked {
+            Ok(f) => Ok((who, f)),
+            Err(e) => Err(error_page(Some(&who), &e)),
+        }
+    }
+
     /// The user a form post is from; signed out, the answer is a 403 page instead.
     async fn form_user(&self, headers: &HeaderMap) -> Result<SignedIn, Response> {
         match self.signed_in(headers).await {
@@ -1015,9 +1032,8 @@ async fn identity_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Res
 }
 
 #[derive(Deserialize)]
+/// Its CSRF token is read and checked by [`Console::posted`].
 struct GrantForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     agent: String,
     #[serde(default)]
@@ -1040,13 +1056,11 @@ fn words(text: &str) -> Vec<String> {
 
 /// A new grant on the signed-in user's authority, through the API's own [`api::issue_grant`].
 async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match c.form_user(&headers).await {
-        Ok(who) => who,
+    let (who, f): (SignedIn, GrantForm) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = async {
-        let f: GrantForm = form(&body)?;
-        check_post(&c.gw, &headers, &who, &f.csrf)?;
         let number = |text: &str, what: &str| {
             let text = text.trim();
             if text.is_empty() {
@@ -1081,13 +1095,11 @@ async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: B
 
 /// An admin asks for the whole log to be verified now; the audit page shows the outcome.
 async fn verify_log(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match c.form_user(&headers).await {
-        Ok(who) => who,
+    let (who, CsrfForm { .. }) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = async {
-        let f: CsrfForm = form(&body)?;
-        check_post(&c.gw, &headers, &who, &f.csrf)?;
         if !who.user.admin {
             return Err(ApiError::forbidden(format!(
                 "user {} is not an admin; only admins verify the whole log from here",
@@ -1110,16 +1122,11 @@ async fn revoke_grant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match c.form_user(&headers).await {
-        Ok(who) => who,
+    let (who, CsrfForm { .. }) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    let result = async {
-        let f: CsrfForm = form(&body)?;
-        check_post(&c.gw, &headers, &who, &f.csrf)?;
-        api::withdraw_grant(&c.gw, &who.user, &id).await
-    }
-    .await;
+    let result = async { api::withdraw_grant(&c.gw, &who.user, &id).await }.await;
     match result {
         Ok(_) => Redirect::to("/console/identity").into_response(),
         Err(e) => error_page(Some(&who), &e),
@@ -1240,9 +1247,8 @@ async fn account_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
 }
 
 #[derive(Deserialize)]
+/// Its CSRF token is read and checked by [`Console::posted`].
 struct PasswordForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     current_password: String,
     #[serde(default)]
@@ -1262,17 +1268,10 @@ async fn change_password(
 ) -> Response {
     use writ_identity::password::Password;
     use writ_store::passwords::{self, Authority, PasswordChangeError};
-    let who = match c.form_user(&headers).await {
-        Ok(who) => who,
+    let (who, f): (SignedIn, PasswordForm) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    let f: PasswordForm = match form(&body) {
-        Ok(f) => f,
-        Err(e) => return error_page(Some(&who), &e),
-    };
-    if let Err(e) = check_post(&c.gw, &headers, &who, &f.csrf) {
-        return error_page(Some(&who), &e);
-    }
     if !c.gw.passwords {
         let e = ApiError::forbidden("password sign-in is switched off here (identity.passwords)");
         return account_refusal(&c, &who, e).await;
@@ -1384,13 +1383,11 @@ async fn sign_out_everywhere(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match c.form_user(&headers).await {
-        Ok(who) => who,
+    let (who, CsrfForm { .. }) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = async {
-        let f: CsrfForm = form(&body)?;
-        check_post(&c.gw, &headers, &who, &f.csrf)?;
         let ended = c.gw.db.remove_user_sessions(&who.user.id).await?;
         let entry =
             json!({"event": "user.sessions_ended", "user": who.user.id.as_str(), "count": ended});
