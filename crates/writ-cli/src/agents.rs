@@ -1,4 +1,4 @@
-//! `writ agents add|list|rotate-key`: registered agents and their credentials (an API key, or a
+//! `writ agents add|list|rotate-key|disable|enable`: registered agents and their credentials (an API key, or a
 //! public key for client assertions).
 
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ pub enum AgentsCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Disable an agent: its API keys and delegated tokens are refused from the next request on.
+    Disable { id: String },
+    /// Enable a disabled agent again.
+    Enable { id: String },
 }
 
 fn read_jwk(path: &PathBuf) -> anyhow::Result<String> {
@@ -60,12 +64,12 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
             public_key,
         } => {
             let jwk = public_key.as_ref().map(read_jwk).transpose()?;
-            let record = AgentRecord {
-                id: AgentId::new(id)?,
-                owner: UserId::new(owner)?,
-                public_key: jwk,
-                created_at: Timestamp::now(),
-            };
+            let record = AgentRecord::new(
+                AgentId::new(id)?,
+                UserId::new(owner)?,
+                jwk,
+                Timestamp::now(),
+            );
             store.add_agent(&record).await?;
             crate::identity::audit(
                 global,
@@ -114,6 +118,26 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+        }
+        AgentsCommand::Disable { id: ref name } | AgentsCommand::Enable { id: ref name } => {
+            let enabled = matches!(cmd, AgentsCommand::Enable { .. });
+            let id = AgentId::new(name.as_str())?;
+            store
+                .set_agent_disabled(&id, (!enabled).then(Timestamp::now))
+                .await?;
+            let event = if enabled {
+                "agent.enabled"
+            } else {
+                "agent.disabled"
+            };
+            crate::identity::audit(global, "operator", json!({"event": event, "agent": id}))
+                .await?;
+            print(global, &json!({"agent": id, "enabled": enabled}), || {
+                format!(
+                    "agent {id} {}",
+                    if enabled { "enabled" } else { "disabled" }
+                )
             });
         }
         AgentsCommand::RotateKey { id, public_key } => {

@@ -175,8 +175,38 @@ pub async fn agents(
                 table(&["AGENT", "OWNER", "CREATED"], &rows)
             });
         }
-        AgentsCommand::RotateKey { .. } => {
-            bail!("rotating an agent's key is done on the server's host (unset WRIT_URL)")
+        AgentsCommand::RotateKey {
+            public_key: Some(_),
+            ..
+        } => {
+            bail!(
+                "registering an agent's new public key is done on the server's host (unset WRIT_URL)"
+            )
+        }
+        AgentsCommand::RotateKey {
+            id,
+            public_key: None,
+        } => {
+            let v = client
+                .post(&["v1", "admin", "agents", &id, "keys"], &json!({}))
+                .await?;
+            print(global, &v, || {
+                format!(
+                    "agent {id}: {} API key(s) revoked\n{}",
+                    v["revoked_api_keys"],
+                    key_note(&v)
+                )
+            });
+        }
+        AgentsCommand::Disable { ref id } | AgentsCommand::Enable { ref id } => {
+            let verb = match cmd {
+                AgentsCommand::Enable { .. } => "enable",
+                _ => "disable",
+            };
+            let v = client
+                .post(&["v1", "admin", "agents", &id, verb], &json!({}))
+                .await?;
+            print(global, &v, || format!("agent {id} {verb}d"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -301,28 +301,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
     let shutdown = gw.shutdown.clone();
     let app = writ_gateway::api::router(gw);
-    axum::serve(no_delay(listener), app)
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            tracing::info!("stopping: finishing the requests in flight");
-            shutdown.cancel();
-        })
-        .await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The listener with `TCP_NODELAY` on every connection: a streamed answer (an MCP tool result
-/// over SSE) is written in several segments, and with Nagle's algorithm the later ones wait for
-/// the client's delayed ACK, about 40 ms on Linux, on every call.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
+    let limits = writ_gateway::server::ServerLimits::from_config(&config.server);
+    writ_gateway::server::serve(listener, app, limits, async move {
+        stop_signal().await;
+        tracing::info!("stopping: finishing the requests in flight");
+        shutdown.cancel();
     })
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C, or SIGTERM (what a service manager or `docker stop` sends).

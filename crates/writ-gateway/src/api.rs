@@ -43,6 +43,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/users/me/password", post(set_own_password))
         .route("/v1/admin/users/{id}/password", delete(clear_user_password))
         .route("/v1/admin/agents", post(create_agent).get(list_agents))
+        .route("/v1/admin/agents/{id}/disable", post(disable_agent))
+        .route("/v1/admin/agents/{id}/enable", post(enable_agent))
+        .route("/v1/admin/agents/{id}/keys", post(rotate_agent_key))
         .route("/v1/admin/vault", get(list_vault))
         .route("/v1/admin/policy", get(policy_status))
         .route("/v1/admin/policy/reload", post(policy_reload))
@@ -99,14 +102,71 @@ fn ok(status: u16, body: Value) -> ApiResult {
 
 /// A request body within `[limits] max_body_bytes`. Over the limit the request is refused with
 /// the API's JSON error (`413 body_too_large`) rather than axum's plain-text rejection.
-struct Body(Bytes);
+struct RawBody(Bytes);
 
-impl FromRequest<Arc<Gateway>> for Body {
+/// A `/v1` request body: [`RawBody`] sent as `application/json` (UTF-8). Any other content type,
+/// or a body without one, is refused with `415 unsupported_media_type` before it is read, so
+/// that a browser's form or a `text/plain` "simple request" can never reach the API.
+struct JsonBody(Bytes);
+
+impl FromRequest<Arc<Gateway>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        if let Some(value) = &content_type
+            && !is_json(value)
+        {
+            gw.metrics.refused("unsupported_media_type");
+            return Err(unsupported_media_type(
+                value.to_str().unwrap_or("(not text)"),
+            ));
+        }
+        let RawBody(bytes) = RawBody::from_request(req, gw).await?;
+        if content_type.is_none() && !bytes.is_empty() {
+            gw.metrics.refused("unsupported_media_type");
+            return Err(unsupported_media_type("none"));
+        }
+        Ok(JsonBody(bytes))
+    }
+}
+
+fn unsupported_media_type(got: &str) -> ApiError {
+    let got: String = got.chars().take(100).collect();
+    ApiError::new(
+        415,
+        "unsupported_media_type",
+        format!(
+            "the request body must be sent as `Content-Type: application/json` (UTF-8), not {got:?}"
+        ),
+    )
+}
+
+/// `application/json`, with at most a `charset=utf-8` parameter (any case, optionally quoted).
+fn is_json(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let mut parts = text.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| match p.trim().split_once('=') {
+        Some((name, v)) => {
+            name.trim().eq_ignore_ascii_case("charset")
+                && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        None => p.trim().is_empty(),
+    })
+}
+
+impl FromRequest<Arc<Gateway>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
         match Bytes::from_request(req, gw).await {
-            Ok(bytes) => Ok(Body(bytes)),
+            Ok(bytes) => Ok(RawBody(bytes)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 gw.metrics.refused("body_too_large");
                 Err(ApiError::new(
@@ -116,6 +176,14 @@ impl FromRequest<Arc<Gateway>> for Body {
                         "the request body is too large; the limit is {} bytes",
                         gw.limits.max_body_bytes
                     ),
+                ))
+            }
+            Err(e) if crate::server::body_timed_out(&e) => {
+                gw.metrics.refused("body_timeout");
+                Err(ApiError::new(
+                    408,
+                    "request_timeout",
+                    "the request body did not arrive in time; send it at once",
                 ))
             }
             Err(e) => Err(ApiError::bad_request(format!(
@@ -175,7 +243,10 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Wh
                     subject: KeySubject::Agent(agent),
                     ..
                 }),
-            ) => Ok(Who::Agent(agent)),
+            ) => {
+                live_agent(gw, &agent, None).await?;
+                Ok(Who::Agent(agent))
+            }
             (
                 KeyKind::User,
                 Some(ApiKeyRecord {
@@ -196,7 +267,39 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Wh
         .tokens
         .verify(token, &agent, Timestamp::now())
         .map_err(|e| refused(&e.to_string()))?;
+    live_agent(gw, &agent, Some(claims.key_generation)).await?;
     Ok(Who::Delegated(claims))
+}
+
+/// Refuses an agent that is disabled or gone, and a delegated token minted under an earlier
+/// generation of the agent's credentials (its key was rotated since). Read from the store on
+/// every request, so a disabling or a rotation on any replica takes effect at the next one.
+async fn live_agent(
+    gw: &Gateway,
+    agent: &AgentId,
+    generation: Option<u64>,
+) -> Result<(), ApiError> {
+    let refused = |code: &'static str, why: String| {
+        gw.metrics.refused("unauthenticated");
+        ApiError::new(401, code, why)
+    };
+    match gw.db.agent(agent).await? {
+        None => Err(refused(
+            "unauthenticated",
+            format!("the bearer token was refused: agent {agent} does not exist"),
+        )),
+        Some(r) if r.disabled_at.is_some() => Err(refused(
+            "agent_disabled",
+            format!("agent {agent} is disabled; its owner or an admin can enable it again"),
+        )),
+        Some(r) if generation.is_some_and(|g| g != r.key_generation) => Err(refused(
+            "unauthenticated",
+            format!(
+                "the bearer token was refused: it was minted with a credential agent {agent} no longer holds (its key was rotated); exchange a new token"
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The `act.sub` a JWT claims, read before verification only to know whom to verify it for.
@@ -332,7 +435,7 @@ async fn create_action(
     State(gw): State<Arc<Gateway>>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let wait = parse_wait(&gw, q.wait.as_deref())?;
     let who = authenticate(&gw, &headers).await?;
@@ -763,7 +866,7 @@ async fn decide(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: DecisionRequest = parse(&body)?;
@@ -818,7 +921,7 @@ fn grant_json(g: &writ_store::identity::StoredGrant) -> Value {
 async fn create_grant(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: GrantRequest = parse(&body)?;
@@ -845,12 +948,22 @@ pub(crate) async fn issue_grant(
         None => user.id.clone(),
     };
     let agent = AgentId::new(req.agent).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if gw.db.agent(&agent).await?.is_none() {
+    let Some(agent_record) = gw.db.agent(&agent).await? else {
         return Err(ApiError::not_found(format!("agent {agent} does not exist")));
-    }
+    };
     if gw.db.user(&for_user).await?.is_none() {
         return Err(ApiError::not_found(format!(
             "user {for_user} does not exist"
+        )));
+    }
+    // A user lends their authority only to their own agents: otherwise another user's agent
+    // could act for them, and that agent's owner would approve its actions. An admin may grant
+    // across owners; the entry records it.
+    let cross_owner = agent_record.owner != for_user;
+    if cross_owner && !user.admin {
+        return Err(ApiError::forbidden(format!(
+            "agent {agent} belongs to user {}; a grant may name only an agent its user owns (an admin may grant otherwise)",
+            agent_record.owner
         )));
     }
     let secs = req.expires_in.unwrap_or(86_400).clamp(1, 366 * 86_400);
@@ -875,15 +988,34 @@ pub(crate) async fn issue_grant(
         writ_identity::IdentityError::Forbidden(m) => ApiError::forbidden(m),
         other => ApiError::bad_request(other.to_string()),
     })?;
+    check_patterns(gw, &grant.spec.actions)?;
     gw.db.add_grant(&grant).await?;
-    admin_entry(
-        gw,
-        &format!("user:{}", user.id),
-        json!({"event": "grant.created", "grant": grant}),
-    )
-    .await?;
+    let mut event = json!({"event": "grant.created", "grant": grant});
+    if cross_owner {
+        event["agent_owner"] = json!(agent_record.owner.as_str());
+    }
+    admin_entry(gw, &format!("user:{}", user.id), event).await?;
     gw.notify_tools_changed();
     Ok(grant)
+}
+
+/// Refuses a grant pattern that covers no action of the serving policy bundle's schema: it would
+/// grant nothing today, and would silently start granting whatever a later bundle names so.
+/// A grant only ever narrows what policy allows: policy decides with the agent's user as its
+/// parent, so a user cannot grant more than policy lets that user's agents do.
+fn check_patterns(gw: &Gateway, patterns: &[String]) -> Result<(), ApiError> {
+    let bundle = gw.policy.current();
+    for p in patterns {
+        if !bundle
+            .actions()
+            .any(|a| writ_identity::grant::action_matches(p, a))
+        {
+            return Err(ApiError::bad_request(format!(
+                "action pattern {p:?} matches no action of the policy bundle's schema; name a declared action (connector.operation) or connector.*"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn list_grants(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiResult {
@@ -983,7 +1115,7 @@ async fn issue_key(
 async fn create_user(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let admin = admin_only(&gw, &headers).await?;
     let req: UserRequest = parse(&body)?;
@@ -1025,7 +1157,7 @@ struct PasswordRequest {
 async fn set_own_password(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     if !gw.passwords {
@@ -1120,7 +1252,7 @@ struct AgentRequest {
 async fn create_agent(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Body(body): Body,
+    JsonBody(body): JsonBody,
 ) -> ApiResult {
     let user = user_only(&gw, &headers).await?;
     let req: AgentRequest = parse(&body)?;
@@ -1137,18 +1269,108 @@ async fn create_agent(
     if gw.db.user(&owner).await?.is_none() {
         return Err(ApiError::not_found(format!("user {owner} does not exist")));
     }
-    let record = AgentRecord {
-        id: id.clone(),
-        owner,
-        public_key: None,
-        created_at: Timestamp::now(),
-    };
+    let record = AgentRecord::new(id.clone(), owner, None, Timestamp::now());
     gw.db.add_agent(&record).await?;
     let (key, key_id) = issue_key(&gw, KeySubject::Agent(id.clone()), KeyKind::Agent).await?;
     admin_entry(&gw, &format!("user:{}", user.id), json!({"event": "agent.created", "agent": id.as_str(), "owner": record.owner.as_str(), "key_id": key_id})).await?;
     ok(
         201,
         json!({"agent": record, "api_key": key, "key_id": key_id, "note": "the API key is shown once"}),
+    )
+}
+
+/// The agent `id` if `user` owns it or is an admin.
+async fn own_agent(gw: &Gateway, user: &UserRecord, id: &str) -> Result<AgentRecord, ApiError> {
+    let id = AgentId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let agent = gw
+        .db
+        .agent(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("agent {id} does not exist")))?;
+    if agent.owner != user.id && !user.admin {
+        return Err(ApiError::forbidden(format!(
+            "only agent {id}'s owner {} or an admin can change it",
+            agent.owner
+        )));
+    }
+    Ok(agent)
+}
+
+async fn disable_agent(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let user = user_only(&gw, &headers).await?;
+    set_agent_enabled(&gw, &user, &id, false).await?;
+    ok(200, json!({"agent": id, "enabled": false}))
+}
+
+async fn enable_agent(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let user = user_only(&gw, &headers).await?;
+    set_agent_enabled(&gw, &user, &id, true).await?;
+    ok(200, json!({"agent": id, "enabled": true}))
+}
+
+/// Disables or enables agent `id` on `user`'s authority (its owner or an admin) and logs it. A
+/// disabled agent's keys and tokens are refused from the next request on, on every replica.
+pub(crate) async fn set_agent_enabled(
+    gw: &Gateway,
+    user: &UserRecord,
+    id: &str,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let agent = own_agent(gw, user, id).await?;
+    let at = (!enabled).then(Timestamp::now);
+    gw.db.set_agent_disabled(&agent.id, at).await?;
+    let event = if enabled {
+        "agent.enabled"
+    } else {
+        "agent.disabled"
+    };
+    admin_entry(
+        gw,
+        &format!("user:{}", user.id),
+        json!({"event": event, "agent": agent.id.as_str()}),
+    )
+    .await?;
+    gw.notify_tools_changed();
+    Ok(())
+}
+
+/// Replaces the agent's credential: every API key of it is revoked and one new key issued, and
+/// the tokens minted with the old ones are refused from the next request on.
+async fn rotate_agent_key(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let user = user_only(&gw, &headers).await?;
+    let agent = own_agent(&gw, &user, &id).await?;
+    if agent.public_key.is_some() {
+        return Err(ApiError::conflict(format!(
+            "agent {} authenticates with a public key; register a new one with `writ agents rotate-key --public-key` on the server's host",
+            agent.id
+        )));
+    }
+    let revoked = gw
+        .db
+        .revoke_api_keys(&KeySubject::Agent(agent.id.clone()), Timestamp::now())
+        .await?;
+    let (key, key_id) = issue_key(&gw, KeySubject::Agent(agent.id.clone()), KeyKind::Agent).await?;
+    admin_entry(
+        &gw,
+        &format!("user:{}", user.id),
+        json!({"event": "agent.key_rotated", "agent": agent.id.as_str(), "revoked_api_keys": revoked, "key_id": key_id}),
+    )
+    .await?;
+    ok(
+        201,
+        json!({"agent": agent.id.as_str(), "revoked_api_keys": revoked, "api_key": key, "key_id": key_id, "note": "the API key is shown once"}),
     )
 }
 
@@ -1188,7 +1410,7 @@ async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> ApiRe
     )
 }
 
-async fn token(State(gw): State<Arc<Gateway>>, Body(body): Body) -> Response {
+async fn token(State(gw): State<Arc<Gateway>>, RawBody(body): RawBody) -> Response {
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
         Ok(p) => p,
         Err(_) => {

@@ -57,6 +57,16 @@ pub struct ServerConfig {
     /// Browser origins (`https://app.example.com`) allowed to call `/mcp` besides the server's
     /// own; any other `Origin` is refused (DNS-rebinding protection).
     pub allowed_origins: Vec<String>,
+    /// A connection must send a request's whole header within this time (from when it opened,
+    /// and from a request's first byte on a kept-alive connection).
+    pub header_timeout_ms: u64,
+    /// A request's whole body must arrive within this time of its header (408 otherwise).
+    pub body_timeout_ms: u64,
+    /// A kept-alive connection with no request in flight and nothing sent either way for this
+    /// long is closed.
+    pub idle_timeout_ms: u64,
+    /// At most this many connections are open at once; further clients wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -273,6 +283,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             allowed_origins: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 512,
         }
     }
 }
@@ -434,6 +448,23 @@ impl Config {
                 origin,
                 "vault.master_key must be \"generate\", \"env\" or \"file:<path>\"",
             ));
+        }
+        let server = &self.server;
+        if [
+            server.header_timeout_ms,
+            server.body_timeout_ms,
+            server.idle_timeout_ms,
+        ]
+        .iter()
+        .any(|&ms| !(10..=3_600_000).contains(&ms))
+        {
+            return Err(invalid(
+                origin,
+                "server.header_timeout_ms, body_timeout_ms and idle_timeout_ms must be between 10 and 3600000",
+            ));
+        }
+        if server.max_connections == 0 {
+            return Err(invalid(origin, "server.max_connections must be positive"));
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_args_bytes == 0 {
             return Err(invalid(origin, "limits must be positive"));

@@ -4,7 +4,8 @@
 //! execute → respond, every step committed with its audit entry); [`api`] is the HTTP API over
 //! it; [`mcp`] serves the same pipeline to MCP clients at `/mcp`; [`gateway`] holds the shared
 //! state and background work; [`config`] reads `writ.toml`; [`console`] is the web console at
-//! `/console` over the same functions as the API; [`ocsf`] maps audit entries to OCSF events.
+//! `/console` over the same functions as the API; [`ocsf`] maps audit entries to OCSF events;
+//! [`server`] is the accept loop with its connection limit and header, body and idle timeouts.
 
 pub mod api;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod ocsf;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod server;
 
 pub use config::{Config, ConfigError, ConnectorConfig};
 pub use examples::{EXAMPLE_POLICY_FILES, write_example_policies};

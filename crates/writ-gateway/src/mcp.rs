@@ -81,6 +81,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let guarded = Guarded {
+        gw: gw.clone(),
+        sessions: Arc::new(SessionOwners::default()),
+    };
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -88,7 +92,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .get_service(service.clone())
                 .delete_service(service),
         )
-        .layer(middleware::from_fn_with_state(gw.clone(), guard));
+        .layer(middleware::from_fn_with_state(guarded, guard));
     Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -153,8 +157,81 @@ fn origin_allowed(public_url: &str, allowed: &[String], origin: &HeaderValue) ->
     }
 }
 
-/// Origin check, then authentication; the caller goes into the request for the MCP handler.
-async fn guard(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+/// The header that carries a Streamable HTTP session's id.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// At most this many sessions are remembered; beyond, the earliest opened are forgotten (their
+/// requests are then refused as if the session were unknown).
+const MAX_SESSIONS: usize = 100_000;
+
+/// Who opened each MCP session: the agent, the user it acts for and the grant. A session id is a
+/// bearer of nothing: a request with another principal's session id is answered as for an
+/// unknown session, so a leaked id lets nobody else read its stream or end it.
+#[derive(Default)]
+struct SessionOwners {
+    owners: std::sync::Mutex<SessionMap>,
+}
+
+#[derive(Default)]
+struct SessionMap {
+    by_id: std::collections::HashMap<String, (u64, Principal)>,
+    order: std::collections::BTreeMap<u64, String>,
+    next: u64,
+}
+
+type Principal = (String, String, String);
+
+impl SessionOwners {
+    fn principal(caller: &Caller) -> Principal {
+        (
+            caller.agent.to_string(),
+            caller.user.to_string(),
+            caller.grant.to_string(),
+        )
+    }
+
+    /// Whether `caller` may use session `id`: it opened it. Unknown ids pass, for rmcp to refuse.
+    fn may_use(&self, id: &str, caller: &Caller) -> bool {
+        let map = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        map.by_id
+            .get(id)
+            .is_none_or(|(_, owner)| *owner == Self::principal(caller))
+    }
+
+    fn opened(&self, id: String, caller: &Caller) {
+        let mut map = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.next;
+        map.next += 1;
+        if let Some((old, _)) = map.by_id.insert(id.clone(), (n, Self::principal(caller))) {
+            map.order.remove(&old);
+        }
+        map.order.insert(n, id);
+        while map.by_id.len() > MAX_SESSIONS {
+            let Some((_, oldest)) = map.order.pop_first() else {
+                break;
+            };
+            map.by_id.remove(&oldest);
+        }
+    }
+
+    fn closed(&self, id: &str) {
+        let mut map = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, _)) = map.by_id.remove(id) {
+            map.order.remove(&n);
+        }
+    }
+}
+
+/// What the guard needs: the gateway and the sessions' owners.
+#[derive(Clone)]
+struct Guarded {
+    gw: Arc<Gateway>,
+    sessions: Arc<SessionOwners>,
+}
+
+/// Origin check, then authentication, then the session's owner; the caller goes into the
+/// request for the MCP handler.
+async fn guard(State(guarded): State<Guarded>, mut req: Request, next: Next) -> Response {
+    let gw = &guarded.gw;
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !origin_allowed(&gw.public_url, &gw.allowed_origins, origin)
     {
@@ -166,10 +243,38 @@ async fn guard(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> 
         ))
         .into_response();
     }
-    match mcp_caller(&gw, req.headers()).await {
+    match mcp_caller(gw, req.headers()).await {
         Ok(caller) => {
+            let session = req
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = &session
+                && !guarded.sessions.may_use(id, &caller)
+            {
+                gw.metrics.refused("mcp_session_owner");
+                return ApiError::not_found(
+                    "session not found: no MCP session with this id was opened by this agent for this grant",
+                )
+                .into_response();
+            }
+            let delete = req.method() == axum::http::Method::DELETE;
+            let opener = caller.clone();
             req.extensions_mut().insert(caller);
-            next.run(req).await
+            let response = next.run(req).await;
+            match (&session, response.headers().get(SESSION_HEADER)) {
+                (Some(id), _) if delete && response.status().is_success() => {
+                    guarded.sessions.closed(id)
+                }
+                (None, Some(new)) => {
+                    if let Ok(new) = new.to_str() {
+                        guarded.sessions.opened(new.to_owned(), &opener);
+                    }
+                }
+                _ => {}
+            }
+            response
         }
         Err(e) if e.status == 401 => {
             let mut response = e.into_response();

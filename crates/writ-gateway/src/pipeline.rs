@@ -82,6 +82,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::not_found(format!("{m} does not exist")),
             StoreError::AlreadyExists(m) => ApiError::conflict(format!("{m} already exists")),
+            e @ StoreError::NameTaken { .. } => ApiError::new(409, "name_taken", e.to_string()),
             StoreError::Conflict(m) | StoreError::GrantRefused(m) => ApiError::conflict(m),
             StoreError::InvalidRequest(m) => ApiError::bad_request(m),
             other => {
@@ -913,11 +914,37 @@ pub async fn decide(
         )
         .await);
     }
+    // Separation of duties: neither the user the agent acts for nor the agent's owner decides.
+    let action = gw
+        .db
+        .action(&action_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("action {action_id} vanished")))?;
+    let agent_id =
+        AgentId::new(action.agent.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let owner = gw
+        .db
+        .agent(&agent_id)
+        .await?
+        .map(|a| a.owner)
+        .ok_or_else(|| {
+            ApiError::internal(format!("agent {agent_id} of action {action_id} vanished"))
+        })?;
     if approver.as_str() == approval.user {
         return Err(refuse(
             403,
             "self_approval",
             format!("user {approver} cannot approve an action their own agent asked for"),
+        )
+        .await);
+    }
+    if *approver == owner {
+        return Err(refuse(
+            403,
+            "self_approval",
+            format!(
+                "user {approver} owns agent {agent_id}, which asked for this action, and cannot approve it"
+            ),
         )
         .await);
     }
@@ -950,14 +977,9 @@ pub async fn decide(
         )
         .await);
     }
-    let action = gw
-        .db
-        .action(&action_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("action {action_id} vanished")))?;
     // The stored request must still be the action the approval was bound to.
     let caller = Caller {
-        agent: AgentId::new(action.agent.clone()).map_err(|e| ApiError::internal(e.to_string()))?,
+        agent: agent_id,
         user: UserId::new(action.user.clone()).map_err(|e| ApiError::internal(e.to_string()))?,
         grant: GrantId::new(action.grant.clone().unwrap_or_default())
             .map_err(|e| ApiError::internal(e.to_string()))?,

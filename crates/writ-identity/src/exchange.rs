@@ -190,12 +190,14 @@ pub struct TokenResponse {
 }
 
 /// Decides and mints: `user` is who the subject token authenticated, `agent` who the actor token
-/// authenticated, `grant` the grant the request names (loaded by the caller).
+/// authenticated (with its credential generation, which the token will carry),
+/// `grant` the grant the request names (loaded by the caller).
 pub fn complete_exchange(
     issuer: &TokenIssuer,
     request: &TokenExchangeRequest,
     user: &UserId,
     agent: &AgentId,
+    key_generation: u64,
     grant: &Grant,
     now: Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
@@ -243,7 +245,7 @@ pub fn complete_exchange(
         req.actions.clone()
     };
     let (access_token, claims) = issuer
-        .mint(grant, &actions, now)
+        .mint(grant, &actions, key_generation, now)
         .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
     Ok(TokenResponse {
         access_token,

@@ -50,6 +50,10 @@ pub struct DelegatedClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// The agent's credential generation when the token was minted; a rotation of the agent's
+    /// keys moves the generation on, and the gateway refuses tokens of an earlier one.
+    #[serde(rename = "writ_key_gen", default)]
+    pub key_generation: u64,
 }
 
 impl DelegatedClaims {
@@ -148,6 +152,7 @@ impl TokenIssuer {
         &self,
         grant: &Grant,
         actions: &[String],
+        key_generation: u64,
         now: Timestamp,
     ) -> Result<(String, DelegatedClaims), TokenError> {
         grant
@@ -178,6 +183,7 @@ impl TokenIssuer {
             iat,
             nbf: iat,
             exp,
+            key_generation,
         };
         let header = json!({"alg": "EdDSA", "typ": ACCESS_TOKEN_TYP, "kid": self.kid});
         let body = serde_json::to_value(&claims)
@@ -322,11 +328,17 @@ impl TokenVerifier {
         if t + self.leeway_secs < claims.nbf || t + self.leeway_secs < claims.iat {
             return Err(TokenError::NotYetValid(claims.nbf.max(claims.iat)));
         }
-        if claims.act.sub != *agent || claims.client_id != *agent {
+        if claims.act.sub != *agent {
             return Err(TokenError::WrongAgent {
                 holder: claims.act.sub.to_string(),
                 presenter: agent.to_string(),
             });
+        }
+        if claims.client_id != claims.act.sub {
+            return Err(TokenError::Claims(format!(
+                "client_id {} differs from the actor act.sub {}",
+                claims.client_id, claims.act.sub
+            )));
         }
         Ok(())
     }

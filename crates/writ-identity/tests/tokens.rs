@@ -65,7 +65,7 @@ fn forge(header: Value, claims: Value, key: &SigningKey) -> String {
 fn good() -> (String, Value, Value) {
     let iss = issuer();
     let (token, _) = iss
-        .mint(&grant(), &["github.*".to_owned()], at(NOW))
+        .mint(&grant(), &["github.*".to_owned()], 0, at(NOW))
         .unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
@@ -77,7 +77,7 @@ fn good() -> (String, Value, Value) {
 fn a_minted_token_verifies_with_rfc_8693_shape() {
     let iss = issuer();
     let g = grant();
-    let (token, claims) = iss.mint(&g, &g.spec.actions, at(NOW)).unwrap();
+    let (token, claims) = iss.mint(&g, &g.spec.actions, 0, at(NOW)).unwrap();
     let verified = iss
         .verifier()
         .verify(&token, &agent("agent-a"), at(NOW + 1))
@@ -99,10 +99,10 @@ fn token_expiry_never_exceeds_the_grant() {
     let iss = issuer();
     let g = grant();
     let near_end = unix(g.spec.expires_at) - 60;
-    let (_, claims) = iss.mint(&g, &g.spec.actions, at(near_end)).unwrap();
+    let (_, claims) = iss.mint(&g, &g.spec.actions, 0, at(near_end)).unwrap();
     assert_eq!(claims.exp, unix(g.spec.expires_at));
     assert!(
-        iss.mint(&g, &g.spec.actions, at(unix(g.spec.expires_at)))
+        iss.mint(&g, &g.spec.actions, 0, at(unix(g.spec.expires_at)))
             .is_err()
     );
 }
@@ -295,7 +295,7 @@ fn agent_b_cannot_present_agent_a_token() {
 fn a_revoked_or_expired_grant_kills_its_tokens_at_once() {
     let iss = issuer();
     let g = grant();
-    let (token, _) = iss.mint(&g, &g.spec.actions, at(NOW)).unwrap();
+    let (token, _) = iss.mint(&g, &g.spec.actions, 0, at(NOW)).unwrap();
     let claims = iss
         .verifier()
         .verify(&token, &agent("agent-a"), at(NOW))
@@ -339,7 +339,7 @@ fn token_exchange_decides_and_never_widens() {
     let req =
         TokenExchangeRequest::from_form(&request(&g, json!(["github.create_issue"]))).unwrap();
     assert!(!format!("{req:?}").contains("secret-subject"), "{req:?}");
-    let resp = complete_exchange(&iss, &req, &alice, &agent("agent-a"), &g, at(NOW)).unwrap();
+    let resp = complete_exchange(&iss, &req, &alice, &agent("agent-a"), 0, &g, at(NOW)).unwrap();
     assert_eq!(
         resp.issued_token_type,
         "urn:ietf:params:oauth:token-type:access_token"
@@ -363,6 +363,7 @@ fn token_exchange_decides_and_never_widens() {
             &wide,
             &alice,
             &agent("agent-a"),
+            0,
             &g,
             at(NOW)
         )),
@@ -375,6 +376,7 @@ fn token_exchange_decides_and_never_widens() {
             &req,
             &alice,
             &agent("agent-b"),
+            0,
             &g,
             at(NOW)
         )),
@@ -386,6 +388,7 @@ fn token_exchange_decides_and_never_widens() {
             &req,
             &UserId::new("bob").unwrap(),
             &agent("agent-a"),
+            0,
             &g,
             at(NOW)
         )),
@@ -399,6 +402,7 @@ fn token_exchange_decides_and_never_widens() {
             &req,
             &alice,
             &agent("agent-a"),
+            0,
             &revoked,
             at(NOW)
         )),
@@ -410,6 +414,7 @@ fn token_exchange_decides_and_never_widens() {
             &req,
             &alice,
             &agent("agent-a"),
+            0,
             &g,
             at(1_900_000_000)
         )),
@@ -493,7 +498,7 @@ fn pyjwt_verifies_a_minted_token() {
     }
     let iss = issuer();
     let g = grant();
-    let (token, _) = iss.mint(&g, &g.spec.actions, Timestamp::now()).unwrap();
+    let (token, _) = iss.mint(&g, &g.spec.actions, 0, Timestamp::now()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), &token).unwrap();
     std::fs::write(dir.path().join("jwks.json"), iss.jwks().to_string()).unwrap();
@@ -522,7 +527,7 @@ fn the_caching_verifier_still_checks_time_and_presenter() {
     use writ_identity::CachingVerifier;
     let iss = issuer();
     let g = grant();
-    let (token, claims) = iss.mint(&g, &g.spec.actions, at(NOW)).unwrap();
+    let (token, claims) = iss.mint(&g, &g.spec.actions, 0, at(NOW)).unwrap();
     let cache = CachingVerifier::new(iss.verifier(), 2);
     assert_eq!(
         *cache.verify(&token, &agent("agent-a"), at(NOW)).unwrap(),
@@ -553,7 +558,7 @@ fn the_caching_verifier_still_checks_time_and_presenter() {
     assert!(cache.verify(&flipped, &agent("agent-a"), at(NOW)).is_err());
     // Beyond capacity it still works.
     for i in 0..5 {
-        let (t, _) = iss.mint(&g, &g.spec.actions, at(NOW + i)).unwrap();
+        let (t, _) = iss.mint(&g, &g.spec.actions, 0, at(NOW + i)).unwrap();
         cache.verify(&t, &agent("agent-a"), at(NOW + i)).unwrap();
     }
 }

@@ -328,6 +328,12 @@ impl Bundle {
         self.sliced.stats()
     }
 
+    /// The name of every action the schema declares, action groups included (`github.write`,
+    /// `github.create_issue`).
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.schema.actions().map(|a| a.id().unescaped())
+    }
+
     /// The action groups `action` is in, per the schema (`github.write` for
     /// `github.create_issue`).
     pub fn action_groups(&self, action: &str) -> Vec<String> {

@@ -34,6 +34,25 @@ pub struct AgentRecord {
     /// The agent's public key as a JWK (JSON text), if it authenticates with assertions.
     pub public_key: Option<String>,
     pub created_at: Timestamp,
+    /// Since when the agent is disabled: its keys and tokens are refused.
+    pub disabled_at: Option<Timestamp>,
+    /// Counts the rotations of the agent's credentials (API keys revoked, public key replaced);
+    /// a delegated token minted under an earlier generation is refused.
+    pub key_generation: u64,
+}
+
+impl AgentRecord {
+    /// A new, enabled agent of `owner`, at generation 0.
+    pub fn new(id: AgentId, owner: UserId, public_key: Option<String>, now: Timestamp) -> Self {
+        AgentRecord {
+            id,
+            owner,
+            public_key,
+            created_at: now,
+            disabled_at: None,
+            key_generation: 0,
+        }
+    }
 }
 
 /// Whose API key it is.
@@ -145,9 +164,17 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn add_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
-    /// Replaces the agent's public key (key rotation).
+    /// Replaces the agent's public key (key rotation) and moves its key generation on, so that
+    /// tokens minted with the old key are refused.
     async fn set_agent_public_key(&self, id: &AgentId, jwk: Option<&str>)
     -> Result<(), StoreError>;
+    /// Disables the agent from `at` (`Some`) or enables it again (`None`). Fails with `NotFound`
+    /// for an unknown agent.
+    async fn set_agent_disabled(
+        &self,
+        id: &AgentId,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
 
     /// Stores an API key's hash.
     async fn add_api_key(
@@ -157,7 +184,8 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The unrevoked key with this hash.
     async fn api_key(&self, key_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// Revokes every live key of `subject`; returns how many.
+    /// Revokes every live key of `subject`; returns how many. For an agent this also moves its
+    /// key generation on (in the same transaction), so tokens minted with a revoked key die too.
     async fn revoke_api_keys(&self, subject: &KeySubject, at: Timestamp)
     -> Result<u64, StoreError>;
 
@@ -282,6 +310,21 @@ pub(crate) fn password_failures(
 
 pub(crate) fn to_ts(us: i64, what: &str) -> Result<Timestamp, StoreError> {
     Timestamp::from_micros(us).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The error for a name that a principal of `kind` wanted and `holder` holds.
+pub(crate) fn name_conflict(name: &str, kind: &str, holder: &str) -> StoreError {
+    match holder {
+        "user" if kind != "user" => StoreError::NameTaken {
+            name: name.to_owned(),
+            holder: "user",
+        },
+        "agent" if kind != "agent" => StoreError::NameTaken {
+            name: name.to_owned(),
+            holder: "agent",
+        },
+        _ => StoreError::AlreadyExists(format!("{kind} {name}")),
+    }
 }
 
 pub(crate) fn opt_ts(us: Option<i64>, what: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -440,14 +483,18 @@ pub async fn authenticate_user(
     }
 }
 
-/// Authenticates an actor token to an agent: an agent API key, or a client assertion (RFC 7523)
-/// signed with the agent's registered key for `token_endpoint`.
+/// Authenticates an actor token to an enabled agent: an agent API key, or a client assertion
+/// (RFC 7523) signed with the agent's registered key for `token_endpoint`. Returns the agent
+/// with its key generation, read so that a rotation racing this call cannot lend the new
+/// generation to the old credential: the generation is read after the key was found live and
+/// the key is checked again afterwards (API key), or read with the public key it verifies
+/// against (assertion).
 pub async fn authenticate_agent(
     store: &dyn IdentityStore,
     token: &writ_identity::exchange::PresentedToken,
     token_endpoint: &str,
     now: Timestamp,
-) -> Result<AgentId, writ_identity::exchange::OAuthError> {
+) -> Result<(AgentId, u64), writ_identity::exchange::OAuthError> {
     use writ_identity::apikey::{KeyKind, parse_presented};
     use writ_identity::assertion::{AgentPublicKey, claimed_agent, verify_client_assertion};
     use writ_identity::exchange::{OAuthError, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY};
@@ -467,19 +514,24 @@ pub async fn authenticate_agent(
             if kind != KeyKind::Agent {
                 return Err(invalid("not an agent API key"));
             }
-            match store.api_key(&hash).await.map_err(unavailable)? {
+            let live = |record: Option<ApiKeyRecord>| match record {
                 Some(ApiKeyRecord {
                     subject: KeySubject::Agent(agent),
                     ..
                 }) => Ok(agent),
                 _ => Err(invalid("unknown or revoked API key")),
-            }
+            };
+            let agent = live(store.api_key(&hash).await.map_err(unavailable)?)?;
+            let record = enabled(store.agent(&agent).await.map_err(unavailable)?, &agent)?;
+            live(store.api_key(&hash).await.map_err(unavailable)?)?;
+            Ok((agent, record.key_generation))
         }
         TOKEN_TYPE_JWT => {
             let agent = claimed_agent(&token.value).map_err(|e| invalid(&e.to_string()))?;
-            let record = store.agent(&agent).await.map_err(unavailable)?;
+            let record = enabled(store.agent(&agent).await.map_err(unavailable)?, &agent)?;
+            let generation = record.key_generation;
             let jwk = record
-                .and_then(|r| r.public_key)
+                .public_key
                 .ok_or_else(|| invalid("the agent has no registered public key"))?;
             let jwk: serde_json::Value = serde_json::from_str(&jwk)
                 .map_err(|_| invalid("the agent's stored key is unreadable"))?;
@@ -498,7 +550,7 @@ pub async fn authenticate_agent(
                     "this assertion's jti was already used; sign a new assertion with a fresh jti",
                 ));
             }
-            Ok(verified.agent)
+            Ok((verified.agent, generation))
         }
         other => Err(OAuthError::invalid_request(format!(
             "actor_token_type {other} is not accepted"
@@ -517,7 +569,8 @@ pub async fn exchange_token(
 ) -> Result<writ_identity::exchange::TokenResponse, writ_identity::exchange::OAuthError> {
     use writ_identity::exchange::{OAuthError, complete_exchange};
     let user = authenticate_user(store, &request.subject, oidc, now).await?;
-    let agent = authenticate_agent(store, &request.actor, token_endpoint, now).await?;
+    let (agent, generation) =
+        authenticate_agent(store, &request.actor, token_endpoint, now).await?;
     let grant = match store.grant(&request.requested.grant_id).await {
         Ok(Some(g)) => g.grant,
         Ok(None) => {
@@ -534,5 +587,22 @@ pub async fn exchange_token(
             });
         }
     };
-    complete_exchange(issuer, request, &user, &agent, &grant, now)
+    complete_exchange(issuer, request, &user, &agent, generation, &grant, now)
+}
+
+/// The agent's record if it exists and is enabled; otherwise the OAuth refusal.
+fn enabled(
+    record: Option<AgentRecord>,
+    agent: &AgentId,
+) -> Result<AgentRecord, writ_identity::exchange::OAuthError> {
+    use writ_identity::exchange::OAuthError;
+    match record {
+        Some(r) if r.disabled_at.is_none() => Ok(r),
+        Some(_) => Err(OAuthError::invalid_client(format!(
+            "agent {agent} is disabled; its owner or an admin can enable it again"
+        ))),
+        None => Err(OAuthError::invalid_client(format!(
+            "the actor token is not valid: agent {agent} does not exist"
+        ))),
+    }
 }

@@ -50,6 +50,34 @@ where
     })
 }
 
+/// Takes `name` for a principal of `kind` in the namespace users and agents share.
+async fn claim_name(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    kind: &'static str,
+) -> Result<(), StoreError> {
+    let op = "claim name";
+    let taken = sqlx::query(
+        "INSERT INTO identity_names (name, kind) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(kind)
+    .execute(&mut *tx)
+    .await
+    .map_err(db(op))?
+    .rows_affected()
+        == 0;
+    if taken {
+        let holder: String = sqlx::query_scalar("SELECT kind FROM identity_names WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db(op))?;
+        return Err(crate::identity::name_conflict(name, kind, &holder));
+    }
+    Ok(())
+}
+
 fn agent_from(row: &PgRow) -> Result<AgentRecord, StoreError> {
     let op = "read agent";
     Ok(AgentRecord {
@@ -59,6 +87,9 @@ fn agent_from(row: &PgRow) -> Result<AgentRecord, StoreError> {
             .map_err(corrupt("agent owner"))?,
         public_key: row.try_get(2).map_err(db(op))?,
         created_at: to_ts(row.try_get(3).map_err(db(op))?, "agent creation time")?,
+        disabled_at: opt_ts(row.try_get(4).map_err(db(op))?, "agent disabling time")?,
+        key_generation: u64::try_from(row.try_get::<i64, _>(5).map_err(db(op))?)
+            .map_err(|_| StoreError::Corrupt("agent key generation is negative".into()))?,
     })
 }
 
@@ -84,6 +115,7 @@ impl IdentityStore for PgStore {
     async fn add_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let op = "add user";
         let mut tx = self.pool().begin().await.map_err(db(op))?;
+        claim_name(&mut tx, user.id.as_str(), "user").await?;
         sqlx::query("INSERT INTO identity_users (id, display_name, is_admin, created_us) VALUES ($1, $2, $3, $4)")
             .bind(user.id.as_str())
             .bind(&user.display_name)
@@ -140,19 +172,29 @@ impl IdentityStore for PgStore {
                 agent.owner
             )));
         }
-        sqlx::query("INSERT INTO identity_agents (id, owner, public_key, created_us) VALUES ($1, $2, $3, $4)")
-            .bind(agent.id.as_str())
-            .bind(agent.owner.as_str())
-            .bind(&agent.public_key)
-            .bind(agent.created_at.as_micros())
-            .execute(self.pool())
-            .await
-            .map_err(unique_or("add agent", format!("agent {}", agent.id)))?;
-        Ok(())
+        let op = "add agent";
+        let mut tx = self.pool().begin().await.map_err(db(op))?;
+        claim_name(&mut tx, agent.id.as_str(), "agent").await?;
+        sqlx::query(
+            "INSERT INTO identity_agents (id, owner, public_key, created_us, disabled_us, key_generation)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(agent.id.as_str())
+        .bind(agent.owner.as_str())
+        .bind(&agent.public_key)
+        .bind(agent.created_at.as_micros())
+        .bind(agent.disabled_at.map(Timestamp::as_micros))
+        .bind(i64::try_from(agent.key_generation).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(unique_or(op, format!("agent {}", agent.id)))?;
+        tx.commit().await.map_err(db(op))
     }
 
     async fn agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
-        sqlx::query("SELECT id, owner, public_key, created_us FROM identity_agents WHERE id = $1")
+        sqlx::query(
+            "SELECT id, owner, public_key, created_us, disabled_us, key_generation FROM identity_agents WHERE id = $1",
+        )
             .bind(id.as_str())
             .fetch_optional(self.pool())
             .await
@@ -162,7 +204,9 @@ impl IdentityStore for PgStore {
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        sqlx::query("SELECT id, owner, public_key, created_us FROM identity_agents ORDER BY id")
+        sqlx::query(
+            "SELECT id, owner, public_key, created_us, disabled_us, key_generation FROM identity_agents ORDER BY id",
+        )
             .fetch_all(self.pool())
             .await
             .map_err(db("list agents"))?
@@ -176,12 +220,32 @@ impl IdentityStore for PgStore {
         id: &AgentId,
         jwk: Option<&str>,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE identity_agents SET public_key = $2 WHERE id = $1")
+        let done = sqlx::query(
+            "UPDATE identity_agents SET public_key = $2, key_generation = key_generation + 1
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(jwk)
+        .execute(self.pool())
+        .await
+        .map_err(db("set agent key"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent {id}")));
+        }
+        Ok(())
+    }
+
+    async fn set_agent_disabled(
+        &self,
+        id: &AgentId,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE identity_agents SET disabled_us = $2 WHERE id = $1")
             .bind(id.as_str())
-            .bind(jwk)
+            .bind(at.map(Timestamp::as_micros))
             .execute(self.pool())
             .await
-            .map_err(db("set agent key"))?;
+            .map_err(db("disable agent"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("agent {id}")));
         }
@@ -237,7 +301,9 @@ impl IdentityStore for PgStore {
         subject: &KeySubject,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
+        let op = "revoke api keys";
         let (kind, id) = subject_parts(subject);
+        let mut tx = self.pool().begin().await.map_err(db(op))?;
         let done = sqlx::query(
             "UPDATE identity_api_keys SET revoked_us = $3
              WHERE subject_kind = $1 AND subject_id = $2 AND revoked_us IS NULL",
@@ -245,9 +311,19 @@ impl IdentityStore for PgStore {
         .bind(kind)
         .bind(id)
         .bind(at.as_micros())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
-        .map_err(db("revoke api keys"))?;
+        .map_err(db(op))?;
+        if kind == "agent" {
+            sqlx::query(
+                "UPDATE identity_agents SET key_generation = key_generation + 1 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(op))?;
+        }
+        tx.commit().await.map_err(db(op))?;
         Ok(done.rows_affected())
     }
 

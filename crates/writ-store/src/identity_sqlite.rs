@@ -68,7 +68,42 @@ fn load_user(c: &Connection, id: &str) -> Result<Option<UserRecord>, StoreError>
     }))
 }
 
-type AgentRow = (String, String, Option<String>, i64);
+/// Takes `name` for a principal of `kind` in the namespace users and agents share.
+fn claim_name(tx: &Connection, name: &str, kind: &'static str) -> Result<(), StoreError> {
+    let op = "claim name";
+    match tx.execute(
+        "INSERT INTO identity_names (name, kind) VALUES (?1, ?2)",
+        params![name, kind],
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => {
+            let holder: String = tx
+                .query_row(
+                    "SELECT kind FROM identity_names WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .map_err(db(op))?;
+            Err(crate::identity::name_conflict(name, kind, &holder))
+        }
+        Err(e) => Err(StoreError::db(op, e)),
+    }
+}
+
+const AGENT_COLUMNS: &str = "id, owner, public_key, created_us, disabled_us, key_generation";
+
+type AgentRow = (String, String, Option<String>, i64, Option<i64>, i64);
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
 
 fn agent_from(row: AgentRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
@@ -76,6 +111,9 @@ fn agent_from(row: AgentRow) -> Result<AgentRecord, StoreError> {
         owner: UserId::new(row.1).map_err(corrupt("agent owner"))?,
         public_key: row.2,
         created_at: to_ts(row.3, "agent creation time")?,
+        disabled_at: opt_ts(row.4, "agent disabling time")?,
+        key_generation: u64::try_from(row.5)
+            .map_err(|_| StoreError::Corrupt("agent key generation is negative".into()))?,
     })
 }
 
@@ -103,6 +141,7 @@ impl IdentityStore for SqliteStore {
         self.read("add user", move |c| {
             let op = "add user";
             let tx = immediate(c).map_err(db(op))?;
+            claim_name(&tx, user.id.as_str(), "user")?;
             tx.execute(
                 "INSERT INTO identity_users (id, display_name, is_admin, created_us) VALUES (?1, ?2, ?3, ?4)",
                 params![user.id.as_str(), user.display_name, user.admin, user.created_at.as_micros()],
@@ -155,12 +194,22 @@ impl IdentityStore for SqliteStore {
         let agent = agent.clone();
         self.read("add agent", move |c| {
             let op = "add agent";
-            if load_user(c, agent.owner.as_str())?.is_none() {
+            let tx = immediate(c).map_err(db(op))?;
+            if load_user(&tx, agent.owner.as_str())?.is_none() {
                 return Err(StoreError::NotFound(format!("user {} (the agent's owner)", agent.owner)));
             }
-            c.execute(
-                "INSERT INTO identity_agents (id, owner, public_key, created_us) VALUES (?1, ?2, ?3, ?4)",
-                params![agent.id.as_str(), agent.owner.as_str(), agent.public_key, agent.created_at.as_micros()],
+            claim_name(&tx, agent.id.as_str(), "agent")?;
+            tx.execute(
+                "INSERT INTO identity_agents (id, owner, public_key, created_us, disabled_us, key_generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    agent.id.as_str(),
+                    agent.owner.as_str(),
+                    agent.public_key,
+                    agent.created_at.as_micros(),
+                    agent.disabled_at.map(Timestamp::as_micros),
+                    i64::try_from(agent.key_generation).unwrap_or(i64::MAX),
+                ],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -169,7 +218,7 @@ impl IdentityStore for SqliteStore {
                     StoreError::db(op, e)
                 }
             })?;
-            Ok(())
+            tx.commit().map_err(db(op))
         })
         .await
     }
@@ -178,9 +227,9 @@ impl IdentityStore for SqliteStore {
         let id = id.to_string();
         self.read("read agent", move |c| {
             c.query_row(
-                "SELECT id, owner, public_key, created_us FROM identity_agents WHERE id = ?1",
+                &format!("SELECT {AGENT_COLUMNS} FROM identity_agents WHERE id = ?1"),
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                agent_row,
             )
             .optional()
             .map_err(db("read agent"))?
@@ -194,13 +243,11 @@ impl IdentityStore for SqliteStore {
         self.read("list agents", |c| {
             let op = "list agents";
             let mut stmt = c
-                .prepare(
-                    "SELECT id, owner, public_key, created_us FROM identity_agents ORDER BY id",
-                )
+                .prepare(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM identity_agents ORDER BY id"
+                ))
                 .map_err(db(op))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .map_err(db(op))?;
+            let rows = stmt.query_map([], agent_row).map_err(db(op))?;
             rows.map(|r| agent_from(r.map_err(db(op))?)).collect()
         })
         .await
@@ -215,10 +262,32 @@ impl IdentityStore for SqliteStore {
         self.read("set agent key", move |c| {
             let n = c
                 .execute(
-                    "UPDATE identity_agents SET public_key = ?2 WHERE id = ?1",
+                    "UPDATE identity_agents SET public_key = ?2, key_generation = key_generation + 1
+                     WHERE id = ?1",
                     params![id, jwk],
                 )
                 .map_err(db("set agent key"))?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("agent {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_agent_disabled(
+        &self,
+        id: &AgentId,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.read("disable agent", move |c| {
+            let n = c
+                .execute(
+                    "UPDATE identity_agents SET disabled_us = ?2 WHERE id = ?1",
+                    params![id, at.map(Timestamp::as_micros)],
+                )
+                .map_err(db("disable agent"))?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("agent {id}")));
             }
@@ -278,14 +347,24 @@ impl IdentityStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         let subject = subject.clone();
         self.read("revoke api keys", move |c| {
+            let op = "revoke api keys";
             let (kind, id) = subject_parts(&subject);
-            let n = c
+            let tx = immediate(c).map_err(db(op))?;
+            let n = tx
                 .execute(
                     "UPDATE identity_api_keys SET revoked_us = ?3
                      WHERE subject_kind = ?1 AND subject_id = ?2 AND revoked_us IS NULL",
                     params![kind, id, at.as_micros()],
                 )
-                .map_err(db("revoke api keys"))?;
+                .map_err(db(op))?;
+            if kind == "agent" {
+                tx.execute(
+                    "UPDATE identity_agents SET key_generation = key_generation + 1 WHERE id = ?1",
+                    params![id],
+                )
+                .map_err(db(op))?;
+            }
+            tx.commit().map_err(db(op))?;
             Ok(n as u64)
         })
         .await

@@ -71,6 +71,13 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// Users and agents share one namespace: `name` is already held by a principal of `holder`'s
+    /// kind (`user` or `agent`).
+    #[error(
+        "the name {name} is already taken by a{n} {holder}; users and agents share one namespace, choose another name",
+        n = if holder.starts_with('a') { "n" } else { "" }
+    )]
+    NameTaken { name: String, holder: &'static str },
     #[error("{0}")]
     Conflict(String),
     /// A `SpendGrant` found the grant revoked, expired or its budget spent: told apart from a

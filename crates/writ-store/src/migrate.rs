@@ -38,6 +38,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "passwords",
         sql: include_str!("migrations/sqlite/0006_passwords.sql"),
     },
+    Migration {
+        version: 7,
+        name: "agent_controls",
+        sql: include_str!("migrations/sqlite/0007_agent_controls.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -70,6 +75,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "passwords",
         sql: include_str!("migrations/postgres/0006_passwords.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "agent_controls",
+        sql: include_str!("migrations/postgres/0007_agent_controls.sql"),
     },
 ];
 

@@ -386,12 +386,12 @@ async fn grant_budget_spent_with_the_action(db: Db) {
     })
     .await
     .unwrap();
-    s.add_agent(&AgentRecord {
-        id: AgentId::new("bot").unwrap(),
-        owner: UserId::new("alice").unwrap(),
-        public_key: None,
-        created_at: now,
-    })
+    s.add_agent(&AgentRecord::new(
+        AgentId::new("bot").unwrap(),
+        UserId::new("alice").unwrap(),
+        None,
+        now,
+    ))
     .await
     .unwrap();
     let mut spec: GrantSpec = serde_json::from_value(json!({

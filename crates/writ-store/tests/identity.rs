@@ -45,12 +45,12 @@ async fn alice_and_bot(s: &dyn IdentityStore) {
     s.add_user(&user("alice", false, &["eng", "payments"]))
         .await
         .unwrap();
-    s.add_agent(&AgentRecord {
-        id: AgentId::new("bot").unwrap(),
-        owner: UserId::new("alice").unwrap(),
-        public_key: None,
-        created_at: now(),
-    })
+    s.add_agent(&AgentRecord::new(
+        AgentId::new("bot").unwrap(),
+        UserId::new("alice").unwrap(),
+        None,
+        now(),
+    ))
     .await
     .unwrap();
 }
@@ -106,12 +106,12 @@ async fn users_agents_and_keys(db: Db) {
         .collect();
     assert_eq!(ids, ["alice", "root"]);
 
-    let orphan = AgentRecord {
-        id: AgentId::new("orphan").unwrap(),
-        owner: UserId::new("nobody").unwrap(),
-        public_key: None,
-        created_at: now(),
-    };
+    let orphan = AgentRecord::new(
+        AgentId::new("orphan").unwrap(),
+        UserId::new("nobody").unwrap(),
+        None,
+        now(),
+    );
     assert!(matches!(
         s.add_agent(&orphan).await,
         Err(StoreError::NotFound(_))
@@ -155,6 +155,101 @@ async fn users_agents_and_keys(db: Db) {
     db.cleanup().await;
 }
 on_both_backends!(users_agents_and_keys);
+
+/// Users and agents share one namespace; an agent can be disabled and enabled; revoking an
+/// agent's keys or replacing its public key moves its key generation on.
+async fn names_disabling_and_key_generations(db: Db) {
+    let s = identity(&db).await;
+    alice_and_bot(s.as_ref()).await;
+    let bot = AgentId::new("bot").unwrap();
+    // An agent named like a user, and a user named like an agent, are refused.
+    let err = s
+        .add_agent(&AgentRecord::new(
+            AgentId::new("alice").unwrap(),
+            UserId::new("alice").unwrap(),
+            None,
+            now(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NameTaken { holder: "user", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already taken by a user"), "{err}");
+    let err = s.add_user(&user("bot", false, &[])).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NameTaken {
+                holder: "agent",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("already taken by an agent"),
+        "{err}"
+    );
+    // The refused principal left nothing behind.
+    assert!(
+        s.user(&UserId::new("bot").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.agent(&AgentId::new("alice").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same kind twice is still "already exists".
+    let err = s
+        .add_agent(&AgentRecord::new(
+            bot.clone(),
+            UserId::new("alice").unwrap(),
+            None,
+            now(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+
+    let record = s.agent(&bot).await.unwrap().unwrap();
+    assert_eq!((record.disabled_at, record.key_generation), (None, 0));
+    let at = Timestamp::from_micros(1_700_000_000_000_000).unwrap();
+    s.set_agent_disabled(&bot, Some(at)).await.unwrap();
+    assert_eq!(s.agent(&bot).await.unwrap().unwrap().disabled_at, Some(at));
+    s.set_agent_disabled(&bot, None).await.unwrap();
+    assert_eq!(s.agent(&bot).await.unwrap().unwrap().disabled_at, None);
+    assert!(matches!(
+        s.set_agent_disabled(&AgentId::new("ghost").unwrap(), Some(at))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let generation = |s: Arc<dyn IdentityStore>| {
+        let bot = bot.clone();
+        async move { s.agent(&bot).await.unwrap().unwrap().key_generation }
+    };
+    s.revoke_api_keys(&KeySubject::Agent(bot.clone()), now())
+        .await
+        .unwrap();
+    assert_eq!(generation(s.clone()).await, 1);
+    s.set_agent_public_key(&bot, Some(r#"{"kty":"OKP"}"#))
+        .await
+        .unwrap();
+    assert_eq!(generation(s.clone()).await, 2);
+    // A user's keys leave every agent's generation alone.
+    s.revoke_api_keys(&KeySubject::User(UserId::new("alice").unwrap()), now())
+        .await
+        .unwrap();
+    assert_eq!(generation(s.clone()).await, 2);
+}
+
+on_both_backends!(names_disabling_and_key_generations);
 
 async fn grants_round_trip_and_revocation_is_immediate(db: Db) {
     let s = identity(&db).await;

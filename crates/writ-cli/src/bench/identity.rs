@@ -84,7 +84,7 @@ pub async fn run(samples: usize, durable_samples: usize, global: &Global) -> any
         },
         now,
     )?;
-    let (token, _) = issuer.mint(&grant, &grant.spec.actions, now)?;
+    let (token, _) = issuer.mint(&grant, &grant.spec.actions, 0, now)?;
     let bot = AgentId::new("bot")?;
     let args =
         json!({"amount": 120.5, "to": "bob@example.com", "memo": "invoice 42", "currency": "EUR"});
@@ -205,12 +205,12 @@ async fn durable_use_in(
         })
         .await?;
     store
-        .add_agent(&AgentRecord {
-            id: grant.spec.agent.clone(),
-            owner: grant.spec.user.clone(),
-            public_key: None,
-            created_at: now,
-        })
+        .add_agent(&AgentRecord::new(
+            grant.spec.agent.clone(),
+            grant.spec.user.clone(),
+            None,
+            now,
+        ))
         .await?;
     store.add_grant(grant).await?;
     let bot = grant.spec.agent.clone();

@@ -298,7 +298,13 @@ pub(super) async fn serve_scratch(
     let built = crate::serve::build(&config).await?;
     let router = writ_gateway::api::router(built.gateway.clone());
     let listener = built.listener;
-    tokio::spawn(async move { axum::serve(crate::serve::no_delay(listener), router).await });
+    let limits = writ_gateway::server::ServerLimits::from_config(&config.server);
+    tokio::spawn(writ_gateway::server::serve(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
     Ok((built.gateway, built.public_url))
 }
 
@@ -364,13 +370,8 @@ pub(super) async fn setup(
     let mut team = Vec::with_capacity(agents);
     for i in 0..agents {
         let agent = AgentId::new(format!("bench-agent-{i}"))?;
-        db.add_agent(&AgentRecord {
-            id: agent.clone(),
-            owner: user.clone(),
-            public_key: None,
-            created_at: now,
-        })
-        .await?;
+        db.add_agent(&AgentRecord::new(agent.clone(), user.clone(), None, now))
+            .await?;
         let (key, _) =
             crate::users::issue_key(db, KeySubject::Agent(agent.clone()), KeyKind::Agent).await?;
         let grant = GrantSpec {

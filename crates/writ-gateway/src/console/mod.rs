@@ -170,6 +170,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/identity", get(identity_page))
         .route("/console/grants", post(create_grant))
         .route("/console/grants/{id}/revoke", post(revoke_grant))
+        .route("/console/agents/{id}/disable", post(disable_agent))
+        .route("/console/agents/{id}/enable", post(enable_agent))
         .route("/console/policy", get(policy_page))
         .route("/console/account", get(account_page))
         .route("/console/account/password", post(change_password))
@@ -1112,6 +1114,43 @@ async fn verify_log(State(c): State<Arc<Console>>, headers: HeaderMap, body: Byt
     .await;
     match result {
         Ok(()) => Redirect::to("/console/audit").into_response(),
+        Err(e) => error_page(Some(&who), &e),
+    }
+}
+
+async fn disable_agent(
+    State(c): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    set_agent_enabled(c, id, headers, body, false).await
+}
+
+async fn enable_agent(
+    State(c): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    set_agent_enabled(c, id, headers, body, true).await
+}
+
+/// Disables or enables one of the user's agents (any agent, for an admin) through the API's own
+/// [`api::set_agent_enabled`].
+async fn set_agent_enabled(
+    c: Arc<Console>,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+    enabled: bool,
+) -> Response {
+    let (who, CsrfForm { .. }) = match c.posted(&headers, &body).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
+    };
+    match api::set_agent_enabled(&c.gw, &who.user, &id, enabled).await {
+        Ok(()) => Redirect::to("/console/identity").into_response(),
         Err(e) => error_page(Some(&who), &e),
     }
 }

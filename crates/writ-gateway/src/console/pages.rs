@@ -708,14 +708,26 @@ pub(super) fn identity(
             } @else {
                 div.table {
                     table #agents {
-                        thead { tr { th { "Agent" } th { "Owner" } th { "Key" } th { "Registered" } } }
+                        thead { tr { th { "Agent" } th { "Owner" } th { "Key" } th { "Registered" } th { "State" } } }
                         tbody {
                             @for a in agents {
-                                tr data-agent=(a.id.as_str()) {
+                                @let state = if a.disabled_at.is_some() { "disabled" } else { "enabled" };
+                                tr data-agent=(a.id.as_str()) data-state=(state) {
                                     td { (a.id.as_str()) }
                                     td { (a.owner.as_str()) }
                                     td { @if a.public_key.is_some() { "API key and public key" } @else { "API key" } }
                                     td.mono { (a.created_at.to_string()) }
+                                    td {
+                                        span.state data-state=(state) { (state) }
+                                        form.agent-state method="post" action=(format!("/console/agents/{}/{}", a.id, if a.disabled_at.is_some() { "enable" } else { "disable" })) {
+                                            input type="hidden" name="csrf" value=(who.csrf);
+                                            @if a.disabled_at.is_some() {
+                                                button.approve type="submit" { "Enable" }
+                                            } @else {
+                                                button.deny type="submit" { "Disable" }
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
