@@ -204,7 +204,7 @@ pub async fn agents(
                 _ => "disable",
             };
             let v = client
-                .post(&["v1", "admin", "agents", &id, verb], &json!({}))
+                .post(&["v1", "admin", "agents", id, verb], &json!({}))
                 .await?;
             print(global, &v, || format!("agent {id} {verb}d"));
         }

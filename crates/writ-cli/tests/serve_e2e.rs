@@ -17,7 +17,15 @@ async fn scenario(database_url: Option<String>) {
 
     // Policies: the example bundle, with merges to main needing two maintainers. The credential
     // goes into the vault before the server starts (same data dir, same key).
-    env.init_with_secret(|t| t.replace("@expires(\"4h\")", "@quorum(\"2\")\n@expires(\"4h\")"));
+    // Two maintainers approve, and (in this test's bundle) only merges into main wait for them,
+    // so that a merge into dev executes at once and can be killed while it executes.
+    env.init_with_secret(|t| {
+        t.replace("@expires(\"4h\")", "@quorum(\"2\")\n@expires(\"4h\")")
+            .replace(
+                "resource)\nunless { context.approval.granted };",
+                "resource)\nwhen { context.args has base && context.args.base == \"main\" }\nunless { context.approval.granted };",
+            )
+    });
     env.write_config(&Config {
         upstream: &upstream.url,
         policies: Some(&env.path("policies")),
