@@ -200,7 +200,7 @@ impl ServerHandler for Bridge {
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("writ", env!("CARGO_PKG_VERSION")))
-            .with_instructions(writ_gateway::mcp::INSTRUCTIONS)
+            .with_instructions(writ_http::mcp::INSTRUCTIONS)
     }
 
     async fn list_tools(

@@ -209,7 +209,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         match verifier {
             Ok(v) => {
                 if let Some(console) = &c.console {
-                    match writ_gateway::console::OidcSignIn::new(c, console, &v, |var| {
+                    match writ_gateway::oidc_sign_in::OidcSignIn::new(c, console, &v, |var| {
                         std::env::var(var).ok()
                     })
                     .await
@@ -300,9 +300,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %local, "writ serve started");
 
     let shutdown = gw.shutdown.clone();
-    let app = writ_gateway::api::router(gw);
-    let limits = writ_gateway::server::ServerLimits::from_config(&config.server);
-    writ_gateway::server::serve(listener, app, limits, async move {
+    let app = writ_http::router(gw);
+    let limits = writ_http::server::ServerLimits::from_config(&config.server);
+    writ_http::server::serve(listener, app, limits, async move {
         stop_signal().await;
         tracing::info!("stopping: finishing the requests in flight");
         shutdown.cancel();

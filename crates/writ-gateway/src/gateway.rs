@@ -28,7 +28,7 @@ pub struct GatewayParts {
     pub checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
     /// The issuers people can sign in to the console with.
-    pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
+    pub oidc_sign_in: Vec<crate::oidc_sign_in::OidcSignIn>,
     /// Whether local users may sign in to the console with a password (`identity.passwords`).
     pub passwords: bool,
     pub limits: LimitsConfig,
@@ -61,7 +61,7 @@ pub struct Gateway {
     pub(crate) tokens: CachingVerifier,
     pub(crate) checkpoint_signer: NoteSigner,
     pub oidc: Vec<OidcVerifier>,
-    pub oidc_sign_in: Vec<crate::console::OidcSignIn>,
+    pub oidc_sign_in: Vec<crate::oidc_sign_in::OidcSignIn>,
     pub passwords: bool,
     pub limits: LimitsConfig,
     pub public_url: String,
@@ -156,8 +156,35 @@ impl Gateway {
     }
 
     /// The tools an MCP client may see can have changed.
-    pub(crate) fn notify_tools_changed(&self) {
+    pub fn notify_tools_changed(&self) {
         self.tools.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes whenever an action's state changed in this process (long-polls, live inboxes).
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes whenever the tools an MCP client may see can have changed: an upstream's tools,
+    /// the policy bundle, a grant.
+    pub fn subscribe_tools(&self) -> watch::Receiver<u64> {
+        self.tools.subscribe()
+    }
+
+    /// The key that verifies this server's signed checkpoints (C2SP note verifier key).
+    pub fn verifier_key(&self) -> String {
+        self.checkpoint_signer.verifier().to_string()
+    }
+
+    /// Verifies a delegated token presented by `agent` (the cached verification of Writ's own
+    /// tokens: signature, issuer, audience, times, presenter).
+    pub fn verify_token(
+        &self,
+        token: &str,
+        agent: &writ_identity::AgentId,
+        now: writ_core::Timestamp,
+    ) -> Result<Arc<writ_identity::DelegatedClaims>, writ_identity::TokenError> {
+        self.tokens.verify(token, agent, now)
     }
 
     /// Every connector's health (`{"state": "ready"}`, or why an upstream is down).
@@ -170,7 +197,7 @@ impl Gateway {
 
     /// Signs and stores a checkpoint of the current tree head (none for an empty log, or when
     /// the latest checkpoint already covers it). Returns the signed note.
-    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, crate::pipeline::ApiError> {
+    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, crate::Error> {
         let head = self.db.tree_head().await?;
         if let Some(latest) = self.db.latest_checkpoint().await?
             && latest.tree_size == head.size
@@ -186,10 +213,8 @@ impl Gateway {
             root: head.root,
             extensions: Vec::new(),
         };
-        let note =
-            writ_audit::sign_checkpoint(&checkpoint, &self.checkpoint_signer).map_err(|e| {
-                crate::pipeline::ApiError::internal(format!("signing a checkpoint: {e}"))
-            })?;
+        let note = writ_audit::sign_checkpoint(&checkpoint, &self.checkpoint_signer)
+            .map_err(|e| crate::Error::internal(format!("signing a checkpoint: {e}")))?;
         let stored = StoredCheckpoint {
             tree_size: head.size,
             root_hash: head.root,

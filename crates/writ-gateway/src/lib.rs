@@ -1,23 +1,24 @@
-//! The Writ gateway: the server that stands between agents and the systems they act on.
+//! The Writ gateway core: the server's state and rules between agents and the systems they act
+//! on, with no HTTP types (the faces — HTTP API, MCP server, console — are `writ-http`).
 //!
-//! [`pipeline`] is the governed action pipeline (authenticate → grant → policy → deny, approval or
-//! execute → respond, every step committed with its audit entry); [`api`] is the HTTP API over
-//! it; [`mcp`] serves the same pipeline to MCP clients at `/mcp`; [`gateway`] holds the shared
-//! state and background work; [`config`] reads `writ.toml`; [`console`] is the web console at
-//! `/console` over the same functions as the API; [`ocsf`] maps audit entries to OCSF events;
-//! [`server`] is the accept loop with its connection limit and header, body and idle timeouts.
+//! [`pipeline`] is the governed action pipeline (grant → policy → deny, approval or execute →
+//! respond, every step committed with its audit entry); [`gateway`] holds the shared state and
+//! background work; [`config`] reads `writ.toml`; [`error`] is the one error every face maps to
+//! its protocol; [`oidc_sign_in`] signs people in with an OpenID Connect issuer; [`ocsf`] maps
+//! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
+//! [`examples`] is the built-in policy bundle.
 
-pub mod api;
 pub mod config;
-pub mod console;
+pub mod error;
 pub mod examples;
 pub mod gateway;
-pub mod mcp;
 pub mod metrics;
 pub mod ocsf;
+pub mod oidc_sign_in;
 pub mod pipeline;
 pub mod ratelimit;
-pub mod server;
 
 pub use config::{Config, ConfigError, ConnectorConfig};
+pub use error::{Error, ErrorKind};
 pub use examples::{EXAMPLE_POLICY_FILES, write_example_policies};
+pub use gateway::Gateway;

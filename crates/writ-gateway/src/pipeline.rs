@@ -33,71 +33,8 @@ use writ_store::{
 };
 use writ_vault::{CredentialName, CredentialScope, MasterKey, Secret, VersionState};
 
+use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
-
-/// An error the API turns into an HTTP answer. Messages never hold a secret.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds, for 429.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_request", message)
-    }
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(401, "unauthenticated", message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "not_found", message)
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(409, "conflict", message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "internal", message)
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, "unavailable", message)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(m) => ApiError::not_found(format!("{m} does not exist")),
-            StoreError::AlreadyExists(m) => ApiError::conflict(format!("{m} already exists")),
-            e @ StoreError::NameTaken { .. } => ApiError::new(409, "name_taken", e.to_string()),
-            StoreError::Conflict(m) | StoreError::GrantRefused(m) => ApiError::conflict(m),
-            StoreError::InvalidRequest(m) => ApiError::bad_request(m),
-            other => {
-                tracing::error!(error = %other, "store error");
-                ApiError::unavailable("the store is unavailable; nothing was executed; retry later")
-            }
-        }
-    }
-}
-
-impl From<writ_core::EntryError> for ApiError {
-    fn from(e: writ_core::EntryError) -> Self {
-        ApiError::bad_request(e.to_string())
-    }
-}
 
 /// Who is asking, as authentication established it.
 #[derive(Debug, Clone)]
@@ -169,14 +106,13 @@ pub async fn submit(
     gw: &Arc<Gateway>,
     caller: &Caller,
     req: ActionRequest,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, Error> {
     let started = Instant::now();
     // Limits and shape, before anything is written.
     if let Err(retry) = gw.limiter.check(caller.agent.as_str(), Instant::now()) {
         gw.metrics.refused("rate_limited");
         record_refusal(gw, caller, &req, "rate_limited").await;
-        let mut e = ApiError::new(
-            429,
+        return Err(Error::rate_limited(
             "rate_limited",
             format!(
                 "agent {} is over its limit of {} actions per minute; retry in {} s",
@@ -184,16 +120,15 @@ pub async fn submit(
                 gw.limits.actions_per_agent_per_minute,
                 retry.header_secs()
             ),
-        );
-        e.retry_after = Some(retry.header_secs());
-        return Err(e);
+            retry.header_secs(),
+        ));
     }
     let args_bytes = serde_json::to_vec(&req.args).map_or(usize::MAX, |v| v.len());
     if args_bytes > gw.limits.max_args_bytes {
         gw.metrics.refused("args_too_large");
         record_refusal(gw, caller, &req, "args_too_large").await;
-        return Err(ApiError::new(
-            413,
+        return Err(Error::new(
+            ErrorKind::TooLarge,
             "args_too_large",
             format!(
                 "the arguments are {args_bytes} bytes; the limit is {}",
@@ -202,19 +137,19 @@ pub async fn submit(
         ));
     }
     if req.intent.len() > MAX_TEXT || req.rationale.len() > MAX_TEXT {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "intent and rationale are limited to {MAX_TEXT} bytes each"
         )));
     }
     if let Some(key) = &req.idempotency_key
         && (key.is_empty() || key.len() > MAX_KEY || key.chars().any(char::is_control))
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "idempotency_key must be 1 to {MAX_KEY} characters without control characters"
         )));
     }
     let connector = gw.connectors.get(&req.connector).ok_or_else(|| {
-        ApiError::not_found(format!(
+        Error::not_found(format!(
             "there is no connector {:?}; this gateway has: {}",
             req.connector,
             gw.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -222,10 +157,10 @@ pub async fn submit(
     })?;
     connector
         .validate(&req.operation, &req.args)
-        .map_err(|e| ApiError::bad_request(format!("{}.{}: {e}", req.connector, req.operation)))?;
+        .map_err(|e| Error::invalid(format!("{}.{}: {e}", req.connector, req.operation)))?;
     let resource = connector
         .resource(&req.operation, &req.args)
-        .map_err(|e| ApiError::bad_request(format!("{}.{}: {e}", req.connector, req.operation)))?;
+        .map_err(|e| Error::invalid(format!("{}.{}: {e}", req.connector, req.operation)))?;
     let action_name = format!("{}.{}", req.connector, req.operation);
     let hash = action_hash(caller, &req.connector, &req.operation, &req.args)?;
 
@@ -285,7 +220,7 @@ pub async fn submit(
         match &caller.stored_grant {
             Some(g) => g.clone(),
             None => gw.db.grant(&caller.grant).await?.ok_or_else(|| {
-                ApiError::forbidden(format!("grant {} does not exist", caller.grant))
+                Error::forbidden(format!("grant {} does not exist", caller.grant))
             })?,
         };
     let grant = stored_grant.grant;
@@ -301,9 +236,10 @@ pub async fn submit(
     let verdict = match &grant_check {
         Err(denial) => grant_verdict(denial, &gw.policy.version().to_string()),
         Ok(_) => {
-            let user = gw.db.user(&caller.user).await?.ok_or_else(|| {
-                ApiError::forbidden(format!("user {} does not exist", caller.user))
-            })?;
+            let user =
+                gw.db.user(&caller.user).await?.ok_or_else(|| {
+                    Error::forbidden(format!("user {} does not exist", caller.user))
+                })?;
             let policy_request = PolicyRequest {
                 principal: Principal {
                     agent: caller.agent.as_str().to_owned(),
@@ -383,7 +319,7 @@ pub async fn submit(
                 Committed::Done(r) => r,
                 Committed::Raced(outcome) => return Ok(*outcome),
                 Committed::GrantRefused => {
-                    return Err(ApiError::internal("recording the action was refused"));
+                    return Err(Error::internal("recording the action was refused"));
                 }
             };
             gw.metrics
@@ -444,7 +380,7 @@ pub async fn submit(
                 Committed::Done(r) => r,
                 Committed::Raced(outcome) => return Ok(*outcome),
                 Committed::GrantRefused => {
-                    return Err(ApiError::internal("recording the action was refused"));
+                    return Err(Error::internal("recording the action was refused"));
                 }
             };
             gw.metrics
@@ -521,7 +457,7 @@ pub async fn submit(
                         Committed::Done(r) => r,
                         Committed::Raced(outcome) => return Ok(*outcome),
                         Committed::GrantRefused => {
-                            return Err(ApiError::internal("recording a denial was refused"));
+                            return Err(Error::internal("recording a denial was refused"));
                         }
                     };
                     gw.metrics
@@ -577,7 +513,7 @@ async fn commit_new(
     hash: &str,
     changes: Vec<Change>,
     entries: Vec<NewEntry>,
-) -> Result<Committed, ApiError> {
+) -> Result<Committed, Error> {
     match gw.db.commit(changes, entries).await {
         Ok(receipts) => {
             gw.notify_change();
@@ -589,7 +525,7 @@ async fn commit_new(
                 Some(existing) => Ok(Committed::Raced(Box::new(
                     replay(gw, existing, hash).await?,
                 ))),
-                None => Err(ApiError::conflict("the idempotency key is in use; retry")),
+                None => Err(Error::conflict("the idempotency key is in use; retry")),
             }
         }
         Err(StoreError::GrantRefused(_)) => Ok(Committed::GrantRefused),
@@ -598,10 +534,10 @@ async fn commit_new(
 }
 
 /// The answer to a retry with an idempotency key already used.
-async fn replay(gw: &Arc<Gateway>, existing: ActionRow, hash: &str) -> Result<Outcome, ApiError> {
+async fn replay(gw: &Arc<Gateway>, existing: ActionRow, hash: &str) -> Result<Outcome, Error> {
     if existing.action_hash != hash {
-        return Err(ApiError::new(
-            409,
+        return Err(Error::new(
+            ErrorKind::Conflict,
             "idempotency_key_reused",
             format!(
                 "idempotency key {:?} was used for another action ({}); use a new key for a different action",
@@ -632,12 +568,12 @@ async fn finish(
     id: &ActionId,
     seqs: Vec<u64>,
     replayed: bool,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, Error> {
     let action = gw
         .db
         .action(id)
         .await?
-        .ok_or_else(|| ApiError::internal(format!("action {id} vanished")))?;
+        .ok_or_else(|| Error::internal(format!("action {id} vanished")))?;
     let approval = gw.db.approval_for_action(id).await?;
     Ok(Outcome {
         action,
@@ -667,7 +603,7 @@ async fn execute(
     args: &Value,
     user: &UserId,
     verdict: Value,
-) -> Result<Executed, ApiError> {
+) -> Result<Executed, Error> {
     let connector_actor = format!("connector:{connector_name}");
     let started = Instant::now();
     let result: Result<(writ_connectors::Outcome, Option<String>), String> = async {
@@ -858,10 +794,10 @@ pub async fn decide(
     approver: &UserId,
     approval_id: &str,
     req: DecisionRequest,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, Error> {
     let started = Instant::now();
     if req.comment.as_ref().is_some_and(|c| c.len() > MAX_TEXT) {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "the comment is limited to {MAX_TEXT} bytes"
         )));
     }
@@ -869,10 +805,10 @@ pub async fn decide(
         .db
         .approval(approval_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("approval {approval_id} does not exist")))?;
+        .ok_or_else(|| Error::not_found(format!("approval {approval_id} does not exist")))?;
     let action_id = approval.action_id.clone();
     let actor = format!("user:{approver}");
-    let refuse = |status: u16, code: &'static str, why: String| {
+    let refuse = |kind: ErrorKind, code: &'static str, why: String| {
         let gw = gw.clone();
         let approval = approval.clone();
         let actor = actor.clone();
@@ -890,12 +826,12 @@ pub async fn decide(
             {
                 tracing::error!(error = %err, "recording a refused decision failed");
             }
-            ApiError::new(status, code, why)
+            Error::new(kind, code, why)
         }
     };
     if approval.state != ApprovalState::Pending {
         return Err(refuse(
-            409,
+            ErrorKind::Conflict,
             "approval_closed",
             format!(
                 "approval {} is {}; it takes no more decisions",
@@ -908,7 +844,7 @@ pub async fn decide(
     if approval.expires <= now {
         expire_one(gw, &approval).await?;
         return Err(refuse(
-            409,
+            ErrorKind::Conflict,
             "approval_expired",
             format!("approval {} expired at {}", approval.id, approval.expires),
         )
@@ -919,20 +855,20 @@ pub async fn decide(
         .db
         .action(&action_id)
         .await?
-        .ok_or_else(|| ApiError::internal(format!("action {action_id} vanished")))?;
+        .ok_or_else(|| Error::internal(format!("action {action_id} vanished")))?;
     let agent_id =
-        AgentId::new(action.agent.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+        AgentId::new(action.agent.clone()).map_err(|e| Error::internal(e.to_string()))?;
     let owner = gw
         .db
         .agent(&agent_id)
         .await?
         .map(|a| a.owner)
         .ok_or_else(|| {
-            ApiError::internal(format!("agent {agent_id} of action {action_id} vanished"))
+            Error::internal(format!("agent {agent_id} of action {action_id} vanished"))
         })?;
     if approver.as_str() == approval.user {
         return Err(refuse(
-            403,
+            ErrorKind::Forbidden,
             "self_approval",
             format!("user {approver} cannot approve an action their own agent asked for"),
         )
@@ -940,7 +876,7 @@ pub async fn decide(
     }
     if *approver == owner {
         return Err(refuse(
-            403,
+            ErrorKind::Forbidden,
             "self_approval",
             format!(
                 "user {approver} owns agent {agent_id}, which asked for this action, and cannot approve it"
@@ -952,10 +888,10 @@ pub async fn decide(
         .db
         .user(approver)
         .await?
-        .ok_or_else(|| ApiError::forbidden(format!("user {approver} does not exist")))?;
+        .ok_or_else(|| Error::forbidden(format!("user {approver} does not exist")))?;
     if !may_approve(&approval.approvers, approver.as_str(), &user.groups) {
         return Err(refuse(
-            403,
+            ErrorKind::Forbidden,
             "not_an_approver",
             format!(
                 "user {approver} is not among this approval's approvers ({})",
@@ -968,7 +904,7 @@ pub async fn decide(
         && *seen != approval.action_hash
     {
         return Err(refuse(
-            409,
+            ErrorKind::Conflict,
             "action_changed",
             format!(
                 "this approval is bound to action hash {}, not {seen}; review the action again",
@@ -980,9 +916,9 @@ pub async fn decide(
     // The stored request must still be the action the approval was bound to.
     let caller = Caller {
         agent: agent_id,
-        user: UserId::new(action.user.clone()).map_err(|e| ApiError::internal(e.to_string()))?,
+        user: UserId::new(action.user.clone()).map_err(|e| Error::internal(e.to_string()))?,
         grant: GrantId::new(action.grant.clone().unwrap_or_default())
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+            .map_err(|e| Error::internal(e.to_string()))?,
         auth: "approval",
         token_id: None,
         stored_grant: None,
@@ -994,7 +930,7 @@ pub async fn decide(
         .unwrap_or_else(empty_object);
     let hash = action_hash(&caller, &action.connector, &action.operation, &args)?;
     if hash != approval.action_hash || hash != action.action_hash {
-        return Err(ApiError::internal(format!(
+        return Err(Error::internal(format!(
             "action {action_id} no longer matches the hash its approval is bound to; it will not run"
         )));
     }
@@ -1027,8 +963,8 @@ pub async fn decide(
         }),
     )?;
     let decided_err = |e: StoreError| match e {
-        StoreError::AlreadyExists(_) => ApiError::new(
-            409,
+        StoreError::AlreadyExists(_) => Error::new(
+            ErrorKind::Conflict,
             "already_decided",
             format!(
                 "user {approver} has already decided on approval {}",
@@ -1084,7 +1020,7 @@ pub async fn decide(
         (Some(grant), Some(requester), Some(connector)) => {
             let resource_ref = connector
                 .resource(&action.operation, &args)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(|e| Error::internal(e.to_string()))?;
             let live = grant.grant.is_live(now);
             match live {
                 Err(denial) => grant_verdict(&denial, &gw.policy.version().to_string()),
@@ -1225,7 +1161,7 @@ pub async fn decide(
         arguments: &args,
     };
     // Denied by the grant after all: the evaluation recorded says so, with the reason.
-    let grant_denied = |reason: String| -> Result<(Vec<Change>, Vec<NewEntry>), ApiError> {
+    let grant_denied = |reason: String| -> Result<(Vec<Change>, Vec<NewEntry>), Error> {
         let verdict = Verdict::Deny {
             explanation: writ_policy::Explanation {
                 reasons: vec![format!("the grant does not cover this action: {reason}")],
@@ -1255,10 +1191,7 @@ pub async fn decide(
             return commit_then_finish(gw, &action_id, changes, entries, decided_err).await;
         }
         None => {
-            return Err(ApiError::internal(format!(
-                "grant {} vanished",
-                caller.grant
-            )));
+            return Err(Error::internal(format!("grant {} vanished", caller.grant)));
         }
     };
     let verdict_value = verdict_json(&verdict);
@@ -1325,8 +1258,8 @@ async fn commit_then_finish(
     id: &ActionId,
     changes: Vec<Change>,
     entries: Vec<NewEntry>,
-    refused: impl Fn(StoreError) -> ApiError,
-) -> Result<Outcome, ApiError> {
+    refused: impl Fn(StoreError) -> Error,
+) -> Result<Outcome, Error> {
     let receipts = gw.db.commit(changes, entries).await.map_err(refused)?;
     gw.notify_change();
     finish(gw, id, receipts.iter().map(|r| r.seq).collect(), false).await
@@ -1344,7 +1277,7 @@ pub fn may_approve(approvers: &[String], user: &str, groups: &[String]) -> bool 
 }
 
 /// Step 3a: closes pending approvals whose time ran out.
-pub async fn expire_approvals(gw: &Arc<Gateway>) -> Result<usize, ApiError> {
+pub async fn expire_approvals(gw: &Arc<Gateway>) -> Result<usize, Error> {
     let now = Timestamp::now();
     let mut n = 0;
     for approval in gw.db.approvals(Some(ApprovalState::Pending), 1000).await? {
@@ -1355,7 +1288,7 @@ pub async fn expire_approvals(gw: &Arc<Gateway>) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-async fn expire_one(gw: &Arc<Gateway>, approval: &ApprovalRow) -> Result<bool, ApiError> {
+async fn expire_one(gw: &Arc<Gateway>, approval: &ApprovalRow) -> Result<bool, Error> {
     let now = Timestamp::now();
     let result = gw
         .db
@@ -1401,7 +1334,7 @@ async fn expire_one(gw: &Arc<Gateway>, approval: &ApprovalRow) -> Result<bool, A
 /// its timeout, so an action executing for longer than the longest timeout plus a margin cannot
 /// still be running anywhere: it is marked *outcome unknown* (the upstream may or may not have
 /// acted) and never re-executed.
-pub async fn recover_interrupted(gw: &Arc<Gateway>) -> Result<usize, ApiError> {
+pub async fn recover_interrupted(gw: &Arc<Gateway>) -> Result<usize, Error> {
     let cutoff = Timestamp::now().as_micros()
         - i64::try_from((gw.max_connector_timeout + Duration::from_secs(5)).as_micros())
             .unwrap_or(i64::MAX);
@@ -1457,7 +1390,7 @@ pub async fn wait_for(
     gw: &Arc<Gateway>,
     id: &ActionId,
     timeout: Duration,
-) -> Result<Option<ActionRow>, ApiError> {
+) -> Result<Option<ActionRow>, Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changes = gw.changes.subscribe();
     loop {
@@ -1517,7 +1450,7 @@ pub fn action_hash(
     connector: &str,
     operation: &str,
     args: &Value,
-) -> Result<String, ApiError> {
+) -> Result<String, Error> {
     let canonical = writ_core::canonicalize(&json!({
         "agent": caller.agent.as_str(),
         "user": caller.user.as_str(),
@@ -1526,7 +1459,7 @@ pub fn action_hash(
         "operation": operation,
         "args": args,
     }))
-    .map_err(|e| ApiError::bad_request(format!("the arguments have no canonical form: {e}")))?;
+    .map_err(|e| Error::invalid(format!("the arguments have no canonical form: {e}")))?;
     Ok(hex::encode(sha2::Sha256::digest(canonical.as_bytes())))
 }
 
@@ -1589,12 +1522,7 @@ fn evaluated_payload(verdict: &Verdict, grant_denial: Option<&GrantDenial>) -> V
     v
 }
 
-fn entry(
-    id: &ActionId,
-    kind: EntryKind,
-    actor: &str,
-    payload: Value,
-) -> Result<NewEntry, ApiError> {
+fn entry(id: &ActionId, kind: EntryKind, actor: &str, payload: Value) -> Result<NewEntry, Error> {
     Ok(NewEntry::new(
         id.clone(),
         kind,
@@ -1603,7 +1531,7 @@ fn entry(
     )?)
 }
 
-fn responded(id: &ActionId, status: u16, state: ActionState) -> Result<NewEntry, ApiError> {
+fn responded(id: &ActionId, status: u16, state: ActionState) -> Result<NewEntry, Error> {
     entry(
         id,
         EntryKind::Responded,

@@ -296,10 +296,10 @@ pub(super) async fn serve_scratch(
     config.storage.database_url = database_url;
     config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let built = crate::serve::build(&config).await?;
-    let router = writ_gateway::api::router(built.gateway.clone());
+    let router = writ_http::router(built.gateway.clone());
     let listener = built.listener;
-    let limits = writ_gateway::server::ServerLimits::from_config(&config.server);
-    tokio::spawn(writ_gateway::server::serve(
+    let limits = writ_http::server::ServerLimits::from_config(&config.server);
+    tokio::spawn(writ_http::server::serve(
         listener,
         router,
         limits,

@@ -13,7 +13,7 @@ const MCP_SOURCE: &str = include_str!("../src/mcp.rs");
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
 fn document() -> Value {
-    serde_json::from_str(writ_gateway::api::OPENAPI).expect("openapi.json is valid JSON")
+    serde_json::from_str(writ_http::api::OPENAPI).expect("openapi.json is valid JSON")
 }
 
 /// `(path, method)` for every `.route("PATH", get(..).post(..))` (or `get_service(..)`) in

@@ -1,4 +1,5 @@
-//! The HTTP API: authentication of each request, then a thin layer over [`crate::pipeline`].
+//! The HTTP API: authentication of each request, then a thin layer over
+//! [`writ_gateway::pipeline`].
 //! Every error is JSON `{"error": code, "message": text}` with the right status; messages never
 //! hold a token, key or credential.
 
@@ -22,8 +23,10 @@ use writ_store::identity::{AgentRecord, ApiKeyRecord, GrantFilter, KeySubject, U
 use writ_store::passwords::{self, Authority, PasswordChangeError};
 use writ_store::{ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, EntryFilter};
 
-use crate::gateway::Gateway;
-use crate::pipeline::{self, ActionRequest, ApiError, Caller, DecisionRequest, Outcome};
+use writ_gateway::Gateway;
+use writ_gateway::pipeline::{self, ActionRequest, Caller, DecisionRequest, Outcome};
+
+use crate::error::ApiError;
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -66,28 +69,6 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw.clone())
         .merge(crate::console::router(gw.clone()))
         .merge(crate::mcp::router(gw))
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (
-            status,
-            axum::Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if self.status == 401
-            && let Ok(v) = HeaderValue::from_str("Bearer realm=\"writ\"")
-        {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        response
-    }
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -264,8 +245,7 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Wh
     let agent =
         claimed_actor(token).ok_or_else(|| refused("not an API key or a delegated token"))?;
     let claims = gw
-        .tokens
-        .verify(token, &agent, Timestamp::now())
+        .verify_token(token, &agent, Timestamp::now())
         .map_err(|e| refused(&e.to_string()))?;
     live_agent(gw, &agent, Some(claims.key_generation)).await?;
     Ok(Who::Delegated(claims))
@@ -629,7 +609,7 @@ pub(crate) async fn action_record(
         Some(c) => json!({"size": c.tree_size, "root_hash": c.root_hash.to_hex(), "note": c.note}),
         None => Value::Null,
     };
-    view["verifier_key"] = json!(gw.checkpoint_signer.verifier().to_string());
+    view["verifier_key"] = json!(gw.verifier_key());
     Ok((outcome.status(), view))
 }
 
@@ -1519,7 +1499,7 @@ async fn latest_checkpoint(State(gw): State<Arc<Gateway>>) -> ApiResult {
     };
     ok(
         200,
-        json!({"size": c.tree_size, "root_hash": c.root_hash.to_hex(), "note": c.note, "verifier_key": gw.checkpoint_signer.verifier().to_string()}),
+        json!({"size": c.tree_size, "root_hash": c.root_hash.to_hex(), "note": c.note, "verifier_key": gw.verifier_key()}),
     )
 }
 
@@ -1611,7 +1591,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, writ_gateway::metrics::CONTENT_TYPE)],
         gw.metrics.encode(),
     )
         .into_response()

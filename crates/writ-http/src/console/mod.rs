@@ -34,7 +34,7 @@
 mod oidc;
 mod pages;
 
-pub use oidc::OidcSignIn;
+pub use writ_gateway::oidc_sign_in::OidcSignIn;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
@@ -58,8 +58,10 @@ use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
 use writ_store::{ActionRow, ActionState, ApprovalState, EntryFilter, SessionRecord};
 
 use crate::api::{self, Who};
-use crate::gateway::Gateway;
-use crate::pipeline::{self, ApiError, DecisionRequest};
+use writ_gateway::Gateway;
+use writ_gateway::pipeline::{self, DecisionRequest};
+
+use crate::error::ApiError;
 
 /// How long a console session lasts from sign-in.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -786,7 +788,7 @@ async fn decide(
         Ok(outcome) => {
             Redirect::to(&format!("/console/actions/{}", outcome.action.id)).into_response()
         }
-        Err(e) => error_page(Some(&who), &e),
+        Err(e) => error_page(Some(&who), &e.into()),
     }
 }
 
@@ -898,7 +900,7 @@ pub(crate) struct LogStatus {
     pub checkpoint: Option<(u64, String)>,
     pub verifier_key: String,
     /// The latest verification of the whole log by this server (at start, or asked by an admin).
-    pub verification: Option<crate::gateway::LastVerification>,
+    pub verification: Option<writ_gateway::gateway::LastVerification>,
 }
 
 async fn audit_page(
@@ -922,7 +924,7 @@ async fn audit_page(
                     .unwrap_or_default();
                 (cp.tree_size, at)
             }),
-            verifier_key: c.gw.checkpoint_signer.verifier().to_string(),
+            verifier_key: c.gw.verifier_key(),
             verification: c.gw.last_verification(),
         };
         Ok::<_, ApiError>(pages::audit(&who, &search, &rows, &status))
@@ -982,7 +984,7 @@ async fn export(c: &Console, raw: Option<&str>, headers: &HeaderMap, ocsf: bool)
                 let entry = e.decode().map_err(|err| {
                     ApiError::internal(format!("entry {} is unreadable: {err}", e.seq))
                 })?;
-                let event = crate::ocsf::api_activity(&entry, &e);
+                let event = writ_gateway::ocsf::api_activity(&entry, &e);
                 serde_json::to_writer(&mut body, &event)
                     .map_err(|err| ApiError::internal(err.to_string()))?;
             } else {
@@ -1508,7 +1510,7 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         Err(e) => return error_page(None, &e),
     }
     let state = Watch {
-        changes: c.gw.changes.subscribe(),
+        changes: c.gw.subscribe_changes(),
         console: c,
         headers,
         known: HashSet::new(),

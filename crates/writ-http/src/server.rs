@@ -36,7 +36,7 @@ pub struct ServerLimits {
 }
 
 impl ServerLimits {
-    pub fn from_config(c: &crate::config::ServerConfig) -> Self {
+    pub fn from_config(c: &writ_gateway::config::ServerConfig) -> Self {
         ServerLimits {
             header_timeout: Duration::from_millis(c.header_timeout_ms),
             body_timeout: Duration::from_millis(c.body_timeout_ms),

@@ -1,4 +1,4 @@
-//! Writ as an MCP server: `/mcp` over Streamable HTTP, a thin layer over [`crate::pipeline`].
+//! Writ as an MCP server: `/mcp` over Streamable HTTP, a thin layer over [`writ_gateway::pipeline`].
 //!
 //! Every connector operation the caller's grant covers is a tool named `<connector>.<operation>`
 //! (the operation's description, its argument schema as `inputSchema`), plus
@@ -48,8 +48,10 @@ use writ_core::ActionId;
 use writ_store::{ActionRow, ActionState, ApprovalRow};
 
 use crate::api::{Who, authenticate, caller};
-use crate::gateway::Gateway;
-use crate::pipeline::{self, ActionRequest, ApiError, Caller};
+use writ_gateway::Gateway;
+use writ_gateway::pipeline::{self, ActionRequest, Caller};
+
+use crate::error::ApiError;
 
 /// What an MCP client is told at initialization (also by `writ mcp-stdio`).
 pub const INSTRUCTIONS: &str = "Each tool is an action on a real system, governed by Writ: your \
@@ -324,7 +326,7 @@ fn request_caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData>
         .ok_or_else(|| ErrorData::internal_error("the request was not authenticated", None))
 }
 
-fn internal(e: ApiError) -> ErrorData {
+fn internal(e: writ_gateway::Error) -> ErrorData {
     ErrorData::internal_error(e.message, None)
 }
 
@@ -345,7 +347,7 @@ impl ServerHandler for WritMcp {
     /// tools, the policy bundle or a grant changed (bursts within 100 ms are sent once).
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let peer = context.peer;
-        let mut changed = self.gw.tools.subscribe();
+        let mut changed = self.gw.subscribe_tools();
         let stop = self.gw.shutdown.clone();
         tokio::spawn(async move {
             // A session that ended without a change since is noticed here, not kept forever.
@@ -650,7 +652,7 @@ fn tool_error(text: impl Into<String>, structured: Value) -> CallToolResult {
 }
 
 /// A request the pipeline refused before it became an action (arguments, limits, connector).
-fn refused(e: &ApiError) -> CallToolResult {
+fn refused(e: &writ_gateway::Error) -> CallToolResult {
     tool_error(
         format!("Refused: {}", e.message),
         json!({"error": e.code, "message": e.message}),
