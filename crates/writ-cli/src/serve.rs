@@ -246,7 +246,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     writ_gateway::pipeline::recover_interrupted(&gw)
         .await
         .map_err(|e| anyhow::anyhow!("recovering interrupted actions: {}", e.message))?;
-    gw.spawn_background(Duration::from_secs(config.audit.checkpoint_interval_secs));
+    writ_gateway::pipeline::spawn_background(
+        &gw,
+        Duration::from_secs(config.audit.checkpoint_interval_secs),
+    );
     Ok(Built {
         gateway: gw,
         listener,

@@ -155,6 +155,12 @@ impl Gateway {
             .clone()
     }
 
+    /// The administration service (users, agents, keys, grants) over this gateway's store,
+    /// checking grants against the serving policy bundle.
+    pub fn admin(&self) -> crate::admin::Admin<'_> {
+        crate::admin::Admin::new(self.db.as_ref(), self.policy.current(), &self.tools)
+    }
+
     /// The tools an MCP client may see can have changed.
     pub fn notify_tools_changed(&self) {
         self.tools.send_modify(|n| *n = n.wrapping_add(1));
@@ -223,75 +229,5 @@ impl Gateway {
         };
         self.db.add_checkpoint(stored.clone()).await?;
         Ok(Some(stored))
-    }
-
-    /// Starts the background work: approval expiry and recovery every second, checkpoints every
-    /// `checkpoint_every`, gauges. Runs until the runtime stops.
-    pub fn spawn_background(self: &Arc<Self>, checkpoint_every: Duration) {
-        // The whole log is verified once at start, in the background.
-        let gw = self.clone();
-        tokio::spawn(async move {
-            gw.verify_log("writ").await;
-        });
-        // An upstream's tools changed: tell the MCP sessions.
-        for connector in self.connectors.values() {
-            if let Some(mut rx) = connector.changes() {
-                let gw = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    while rx.changed().await.is_ok() {
-                        match gw.upgrade() {
-                            Some(gw) => gw.notify_tools_changed(),
-                            None => return,
-                        }
-                    }
-                });
-            }
-        }
-        let gw = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut bundle = gw.policy.version();
-            loop {
-                tick.tick().await;
-                // A new policy bundle (reloaded by the watcher or the API) can change the tools.
-                let now = gw.policy.version();
-                if now != bundle {
-                    bundle = now;
-                    gw.notify_tools_changed();
-                }
-                if let Err(e) = crate::pipeline::expire_approvals(&gw).await {
-                    tracing::error!(error = %e.message, "expiring approvals failed");
-                }
-                if let Err(e) = crate::pipeline::recover_interrupted(&gw).await {
-                    tracing::error!(error = %e.message, "recovering interrupted actions failed");
-                }
-                if let Ok(pending) = gw
-                    .db
-                    .approvals(Some(writ_store::ApprovalState::Pending), 100_000)
-                    .await
-                {
-                    gw.metrics
-                        .set_approvals_pending(i64::try_from(pending.len()).unwrap_or(i64::MAX));
-                }
-                if let Ok(size) = gw.db.size().await {
-                    gw.metrics
-                        .set_log_size(i64::try_from(size).unwrap_or(i64::MAX));
-                }
-            }
-        });
-        if !checkpoint_every.is_zero() {
-            let gw = self.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(checkpoint_every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = gw.checkpoint().await {
-                        tracing::error!(error = %e.message, "signing a checkpoint failed");
-                    }
-                }
-            });
-        }
     }
 }

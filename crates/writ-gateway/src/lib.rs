@@ -1,13 +1,15 @@
 //! The Writ gateway core: the server's state and rules between agents and the systems they act
 //! on, with no HTTP types (the faces — HTTP API, MCP server, console — are `writ-http`).
 //!
-//! [`pipeline`] is the governed action pipeline (grant → policy → deny, approval or execute →
+//! [`admin`] administers users, agents, keys and grants for every face, with one vocabulary of
+//! admin events; [`pipeline`] is the governed action pipeline (grant → policy → deny, approval or execute →
 //! respond, every step committed with its audit entry); [`gateway`] holds the shared state and
 //! background work; [`config`] reads `writ.toml`; [`error`] is the one error every face maps to
 //! its protocol; [`oidc_sign_in`] signs people in with an OpenID Connect issuer; [`ocsf`] maps
 //! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
 //! [`examples`] is the built-in policy bundle.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod examples;
