@@ -6,15 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use writ_core::Timestamp;
-use writ_identity::apikey::KeyKind;
+use writ_gateway::admin::{Actor, Admin};
 use writ_identity::assertion::AgentPublicKey;
 use writ_identity::{AgentId, UserId};
-use writ_store::identity::{AgentRecord, KeySubject};
 
 use crate::Global;
 use crate::identity::{open, print};
-use crate::users::issue_key;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentsCommand {
@@ -57,6 +54,7 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
         return crate::remote::agents(cmd, &client, global).await;
     }
     let store = open(global).await?;
+    let admin = Admin::local(store.as_ref());
     match cmd {
         AgentsCommand::Add {
             id,
@@ -64,41 +62,26 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
             public_key,
         } => {
             let jwk = public_key.as_ref().map(read_jwk).transpose()?;
-            let record = AgentRecord::new(
-                AgentId::new(id)?,
-                UserId::new(owner)?,
-                jwk,
-                Timestamp::now(),
-            );
-            store.add_agent(&record).await?;
-            crate::identity::audit(
-                global,
-                "operator",
-                json!({"event": "agent.added", "agent": record.id, "owner": record.owner,
-                       "credential": if record.public_key.is_some() { "public_key" } else { "api_key" }}),
-            )
-            .await?;
-            let key = if record.public_key.is_none() {
-                Some(
-                    issue_key(
-                        store.as_ref(),
-                        KeySubject::Agent(record.id.clone()),
-                        KeyKind::Agent,
-                    )
-                    .await?,
+            let (record, key) = admin
+                .create_agent(
+                    &Actor::Operator,
+                    AgentId::new(id)?,
+                    Some(UserId::new(owner)?),
+                    jwk,
                 )
-            } else {
-                None
-            };
+                .await?;
             let mut value = serde_json::to_value(&record)?;
-            if let Some((key, key_id)) = &key {
-                value["api_key"] = json!(**key);
-                value["api_key_id"] = json!(key_id);
+            if let Some(key) = &key {
+                value["api_key"] = json!(*key.key);
+                value["api_key_id"] = json!(key.key_id);
             }
             print(global, &value, || {
                 let mut s = format!("registered agent {} (owner {})", record.id, record.owner);
-                if let Some((key, _)) = &key {
-                    s.push_str(&format!("\napi key (shown once, store it now): {}", **key));
+                if let Some(key) = &key {
+                    s.push_str(&format!(
+                        "\napi key (shown once, store it now): {}",
+                        *key.key
+                    ));
                 }
                 s
             });
@@ -114,7 +97,12 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
                         } else {
                             "api key"
                         };
-                        format!("{}\towner {}\t{cred}", a.id, a.owner)
+                        let state = if a.disabled_at.is_some() {
+                            "\tdisabled"
+                        } else {
+                            ""
+                        };
+                        format!("{}\towner {}\t{cred}{state}", a.id, a.owner)
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -123,15 +111,8 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
         AgentsCommand::Disable { id: ref name } | AgentsCommand::Enable { id: ref name } => {
             let enabled = matches!(cmd, AgentsCommand::Enable { .. });
             let id = AgentId::new(name.as_str())?;
-            store
-                .set_agent_disabled(&id, (!enabled).then(Timestamp::now))
-                .await?;
-            let event = if enabled {
-                "agent.enabled"
-            } else {
-                "agent.disabled"
-            };
-            crate::identity::audit(global, "operator", json!({"event": event, "agent": id}))
+            admin
+                .set_agent_enabled(&Actor::Operator, &id, enabled)
                 .await?;
             print(global, &json!({"agent": id, "enabled": enabled}), || {
                 format!(
@@ -142,51 +123,32 @@ pub async fn run(cmd: AgentsCommand, global: &Global) -> anyhow::Result<ExitCode
         }
         AgentsCommand::RotateKey { id, public_key } => {
             let id = AgentId::new(id)?;
-            if store.agent(&id).await?.is_none() {
-                anyhow::bail!("agent {id} does not exist; register it with `writ agents add`");
-            }
-            let revoked = store
-                .revoke_api_keys(&KeySubject::Agent(id.clone()), Timestamp::now())
-                .await?;
-            crate::identity::audit(
-                global,
-                "operator",
-                json!({"event": "agent.key_rotated", "agent": id, "revoked_api_keys": revoked}),
-            )
-            .await?;
-            match public_key {
-                Some(path) => {
-                    let jwk = read_jwk(&path)?;
-                    store.set_agent_public_key(&id, Some(&jwk)).await?;
-                    print(
-                        global,
-                        &json!({"agent": id, "revoked_api_keys": revoked, "public_key": serde_json::from_str::<serde_json::Value>(&jwk)?}),
-                        || {
-                            format!(
-                                "agent {id}: new public key registered; {revoked} API key(s) revoked"
-                            )
-                        },
-                    );
-                }
-                None => {
-                    store.set_agent_public_key(&id, None).await?;
-                    let (key, key_id) = issue_key(
-                        store.as_ref(),
-                        KeySubject::Agent(id.clone()),
-                        KeyKind::Agent,
-                    )
-                    .await?;
-                    print(
-                        global,
-                        &json!({"agent": id, "revoked_api_keys": revoked, "api_key": *key, "api_key_id": key_id}),
-                        || {
-                            format!(
-                                "agent {id}: {revoked} API key(s) revoked\napi key (shown once, store it now): {}",
-                                *key
-                            )
-                        },
-                    );
-                }
+            let jwk = public_key.as_ref().map(read_jwk).transpose()?;
+            let (revoked, key) = admin
+                .rotate_agent_key(&Actor::Operator, &id, jwk.clone())
+                .await
+                .with_context(|| format!("rotating agent {id}'s credential"))?;
+            match (jwk, key) {
+                (Some(jwk), _) => print(
+                    global,
+                    &json!({"agent": id, "revoked_api_keys": revoked, "public_key": serde_json::from_str::<serde_json::Value>(&jwk)?}),
+                    || {
+                        format!(
+                            "agent {id}: new public key registered; {revoked} API key(s) revoked"
+                        )
+                    },
+                ),
+                (None, Some(key)) => print(
+                    global,
+                    &json!({"agent": id, "revoked_api_keys": revoked, "api_key": *key.key, "api_key_id": key.key_id}),
+                    || {
+                        format!(
+                            "agent {id}: {revoked} API key(s) revoked\napi key (shown once, store it now): {}",
+                            *key.key
+                        )
+                    },
+                ),
+                (None, None) => anyhow::bail!("agent {id}'s new API key was not issued"),
             }
         }
     }

@@ -434,7 +434,7 @@ fn demo_record() -> anyhow::Result<Vec<NewEntry>> {
             EntryKind::Evaluated,
             "system",
             json!({
-                "verdict": "require_approval", "policies": ["merge-to-main-needs-maintainer"],
+                "verdict": "require_approval", "policies": ["merge-needs-maintainer"],
                 "reasons": ["merging to main needs a maintainer's approval"], "bundle_version": "sha256:demo"
             }),
         ),
@@ -451,7 +451,7 @@ fn demo_record() -> anyhow::Result<Vec<NewEntry>> {
         (
             EntryKind::Evaluated,
             "system",
-            json!({"verdict": "allow", "policies": ["merge-to-main-needs-maintainer"], "bundle_version": "sha256:demo"}),
+            json!({"verdict": "allow", "policies": ["merge-needs-maintainer"], "bundle_version": "sha256:demo"}),
         ),
         (
             EntryKind::Executed,

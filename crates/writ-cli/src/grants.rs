@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use writ_core::Timestamp;
-use writ_identity::{AgentId, Amount, GrantId, GrantSpec, Principal, SumBudget, UserId};
+use writ_gateway::admin::{Actor, Admin};
+use writ_identity::{AgentId, Amount, GrantId, GrantSpec, SumBudget, UserId};
 use writ_store::identity::{GrantFilter, StoredGrant};
 
 use crate::Global;
@@ -69,26 +70,22 @@ pub enum GrantsCommand {
     },
 }
 
-async fn principal(store: &dyn writ_store::IdentityStore, text: &str) -> anyhow::Result<Principal> {
+/// The user `--as` names, who acts; an agent never creates or revokes a grant.
+async fn actor(
+    store: &dyn writ_store::IdentityStore,
+    text: &str,
+    doing: &str,
+) -> anyhow::Result<Actor> {
     if let Some(agent) = text.strip_prefix("agent:") {
-        return Ok(Principal::Agent(AgentId::new(agent)?));
+        let agent = AgentId::new(agent)?;
+        bail!("agent {agent} cannot {doing}; only the user it acts for (or an admin) can");
     }
     let id = UserId::new(text)?;
     let user = store
         .user(&id)
         .await?
         .with_context(|| format!("user {id} does not exist; add it with `writ users add {id}`"))?;
-    Ok(Principal::User {
-        id,
-        admin: user.admin,
-    })
-}
-
-fn principal_name(p: &Principal) -> String {
-    match p {
-        Principal::User { id, .. } => format!("user:{id}"),
-        Principal::Agent(a) => format!("agent:{a}"),
-    }
+    Ok(Actor::User(user))
 }
 
 fn grant_json(g: &StoredGrant) -> anyhow::Result<Value> {
@@ -138,7 +135,7 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
             max_sum,
         } => {
             let who = who.context("--as USER is required: who creates the grant")?;
-            let who = principal(store.as_ref(), &who).await?;
+            let who = actor(store.as_ref(), &who, "create, widen or extend a grant").await?;
             let now = Timestamp::now();
             let spec: GrantSpec = match file {
                 Some(path) => {
@@ -160,8 +157,8 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
                 None => {
                     let user = match (user, &who) {
                         (Some(u), _) => UserId::new(u)?,
-                        (None, Principal::User { id, .. }) => id.clone(),
-                        (None, Principal::Agent(_)) => bail!("--user is required"),
+                        (None, Actor::User(u)) => u.id.clone(),
+                        (None, Actor::Operator) => bail!("--user is required"),
                     };
                     let agent = AgentId::new(agent.context("--agent is required")?)?;
                     let secs = parse_duration(&expires_in)?;
@@ -193,23 +190,7 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
                     }
                 }
             };
-            if store.agent(&spec.agent).await?.is_none() {
-                bail!(
-                    "agent {} does not exist; register it with `writ agents add`",
-                    spec.agent
-                );
-            }
-            if store.user(&spec.user).await?.is_none() {
-                bail!("user {} does not exist", spec.user);
-            }
-            let grant = spec.authorize(&who, now)?;
-            store.add_grant(&grant).await?;
-            crate::identity::audit(
-                global,
-                &principal_name(&who),
-                json!({"event": "grant.created", "grant": serde_json::to_value(&grant)?}),
-            )
-            .await?;
+            let grant = Admin::local(store.as_ref()).issue_grant(&who, spec).await?;
             let stored = StoredGrant {
                 grant,
                 usage: Default::default(),
@@ -248,32 +229,8 @@ pub async fn run(cmd: GrantsCommand, global: &Global) -> anyhow::Result<ExitCode
         GrantsCommand::Revoke { id, principal: who } => {
             let id = GrantId::new(id)?;
             let who = who.context("--as USER is required: who revokes the grant")?;
-            let who = principal(store.as_ref(), &who).await?;
-            let g = store
-                .grant(&id)
-                .await?
-                .with_context(|| format!("grant {id} does not exist"))?;
-            match &who {
-                Principal::Agent(a) => {
-                    bail!("agent {a} cannot revoke grants; the user or an admin can")
-                }
-                Principal::User { id: u, admin } if !admin && *u != g.grant.spec.user => {
-                    bail!(
-                        "user {u} cannot revoke grant {id}, which belongs to user {}",
-                        g.grant.spec.user
-                    )
-                }
-                Principal::User { .. } => {}
-            }
-            let changed = store.revoke_grant(&id, Timestamp::now()).await?;
-            if changed {
-                crate::identity::audit(
-                    global,
-                    &principal_name(&who),
-                    json!({"event": "grant.revoked", "grant": id}),
-                )
-                .await?;
-            }
+            let who = actor(store.as_ref(), &who, "revoke grants").await?;
+            let changed = Admin::local(store.as_ref()).revoke_grant(&who, &id).await?;
             print(
                 global,
                 &json!({"grant": id, "revoked": true, "already_revoked": !changed}),

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use writ_store::IdentityStore;
+use writ_store::Database;
+
+use writ_gateway::admin::{Admin, AdminEvent};
 
 use crate::Global;
 
@@ -23,8 +25,9 @@ pub struct IssuerArgs {
     pub audience: String,
 }
 
-pub async fn open(global: &Global) -> anyhow::Result<Arc<dyn IdentityStore>> {
-    Ok(writ_store::identity::open(global.database_url.as_deref(), &global.data_dir).await?)
+/// The server's database (identity, vault and log), opened on this host.
+pub async fn open(global: &Global) -> anyhow::Result<Arc<dyn Database>> {
+    Ok(writ_store::open_database(global.database_url.as_deref(), &global.data_dir).await?)
 }
 
 pub fn token_key_path(data_dir: &Path) -> PathBuf {
@@ -106,16 +109,9 @@ pub fn print(global: &Global, value: &serde_json::Value, text: impl FnOnce() -> 
     }
 }
 
-/// Records an identity or vault change in the audit log as an `admin` entry. Payloads name
-/// users, agents, grants and credentials (`name@version`) only, never a secret or a key.
-pub async fn audit(global: &Global, actor: &str, payload: serde_json::Value) -> anyhow::Result<()> {
-    let log = crate::open_store(global).await?;
-    let entry = writ_core::NewEntry::new(
-        writ_core::ActionId::generate(),
-        writ_core::EntryKind::Admin,
-        Some(actor.to_owned()),
-        payload,
-    )?;
-    log.append(vec![entry]).await?;
+/// Records an identity or vault change made on this host as an `admin` entry, in the one
+/// vocabulary every face uses; `actor` is `operator`, `user:<id>` or `agent:<id>`.
+pub async fn record(db: &dyn Database, actor: &str, event: AdminEvent) -> anyhow::Result<()> {
+    Admin::local(db).record_as(actor, event).await?;
     Ok(())
 }

@@ -188,9 +188,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             created_at: writ_core::Timestamp::now(),
         })
         .await?;
-        let (key, _) =
-            crate::users::issue_key(db.as_ref(), KeySubject::User(admin), KeyKind::User).await?;
-        Some(key)
+        let key = writ_gateway::admin::Admin::local(db.as_ref())
+            .issue_key(KeySubject::User(admin), KeyKind::User)
+            .await?;
+        Some(key.key)
     } else {
         None
     };

@@ -15,6 +15,8 @@ use writ_identity::exchange::{
 };
 use writ_identity::token::{authorization_server_metadata, check_grant};
 
+use writ_gateway::admin::AdminEvent;
+
 use crate::Global;
 use crate::identity::{IssuerArgs, issuer, open, print};
 
@@ -125,11 +127,16 @@ pub async fn run(cmd: TokenCommand, global: &Global) -> anyhow::Result<ExitCode>
                         &claims_agent(&resp)?,
                         Timestamp::now(),
                     )?;
-                    crate::identity::audit(
-                        global,
+                    crate::identity::record(
+                        store.as_ref(),
                         &format!("agent:{}", claims.act.sub),
-                        json!({"event": "token.issued", "jti": claims.jti, "user": claims.sub, "agent": claims.act.sub,
-                               "grant": claims.authorization_details, "exp": claims.exp}),
+                        AdminEvent::TokenIssued {
+                            jti: claims.jti.clone(),
+                            user: claims.sub.to_string(),
+                            agent: claims.act.sub.to_string(),
+                            grant: json!(claims.authorization_details),
+                            exp: claims.exp,
+                        },
                     )
                     .await?;
                     print(global, &serde_json::to_value(&resp)?, || {

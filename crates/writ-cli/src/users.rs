@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use serde_json::json;
 use writ_core::Timestamp;
 use writ_identity::UserId;
-use writ_identity::apikey::{self, KeyKind};
 use writ_identity::password::Password;
-use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
+use writ_store::identity::UserRecord;
 use writ_store::passwords::{self, Authority};
 
 use crate::Global;
-use crate::identity::{open, print};
+use writ_gateway::admin::{Actor, Admin, AdminEvent};
+
+use crate::identity::{open, print, record};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
@@ -63,9 +64,6 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
             api_key,
         } => {
             let id = UserId::new(id)?;
-            for g in &groups {
-                writ_core::id::validate_token("group", g, 128)?;
-            }
             let record = UserRecord {
                 display_name: name.unwrap_or_else(|| id.to_string()),
                 id: id.clone(),
@@ -73,18 +71,10 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
                 groups,
                 created_at: Timestamp::now(),
             };
-            store.add_user(&record).await?;
-            crate::identity::audit(
-                global,
-                "operator",
-                json!({"event": "user.added", "user": record.id, "admin": record.admin, "groups": record.groups}),
-            )
-            .await?;
-            let key = if api_key {
-                Some(issue_key(store.as_ref(), KeySubject::User(id), KeyKind::User).await?)
-            } else {
-                None
-            };
+            let key = Admin::local(store.as_ref())
+                .create_user(&Actor::Operator, &record, api_key)
+                .await?
+                .map(|k| (k.key, k.key_id));
             let mut value = serde_json::to_value(&record)?;
             if let Some((key, key_id)) = &key {
                 value["api_key"] = json!(**key);
@@ -114,10 +104,12 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
             passwords::change(store.as_ref(), &id, &new, authority, Timestamp::now())
                 .await
                 .map_err(|e| anyhow::anyhow!("the password of user {id} was not set: {e}"))?;
-            crate::identity::audit(
-                global,
+            record(
+                store.as_ref(),
                 "operator",
-                json!({"event": "user.password_set", "user": id.as_str()}),
+                AdminEvent::PasswordSet {
+                    user: id.to_string(),
+                },
             )
             .await?;
             print(
@@ -136,10 +128,13 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
                 anyhow::bail!("user {id} does not exist");
             }
             let cleared = store.clear_password(&id).await?;
-            crate::identity::audit(
-                global,
+            record(
+                store.as_ref(),
                 "operator",
-                json!({"event": "user.password_cleared", "user": id.as_str(), "cleared": cleared}),
+                AdminEvent::PasswordCleared {
+                    user: id.to_string(),
+                    cleared,
+                },
             )
             .await?;
             print(
@@ -174,27 +169,6 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Generates a key, stores its hash, returns the key (to print once) and its public id.
-pub async fn issue_key(
-    store: &dyn writ_store::IdentityStore,
-    subject: KeySubject,
-    kind: KeyKind,
-) -> anyhow::Result<(zeroize::Zeroizing<String>, String)> {
-    let key = apikey::generate(kind)?;
-    store
-        .add_api_key(
-            &key.hash,
-            &ApiKeyRecord {
-                key_id: key.key_id.clone(),
-                subject,
-                created_at: Timestamp::now(),
-                revoked_at: None,
-            },
-        )
-        .await?;
-    Ok((key.key, key.key_id))
 }
 
 /// Reads `(current, new)` passwords from standard input: `current` only when asked for. From a

@@ -11,6 +11,8 @@ use writ_vault::{
     CredentialName, CredentialRef, CredentialScope, MasterKey, MasterKeySource, Secret,
 };
 
+use writ_gateway::admin::AdminEvent;
+
 use crate::Global;
 use crate::identity::{open, print};
 
@@ -126,13 +128,24 @@ async fn store_version(
     };
     let sealed = writ_vault::seal(&key, reference.clone(), &secret)?;
     store.put_credential(&sealed, Timestamp::now()).await?;
-    crate::identity::audit(
-        global,
-        "operator",
-        json!({"event": if must_exist { "credential.rotated" } else { "credential.stored" },
-               "credential": reference.to_string(), "scope": reference.scope, "master_key_id": key.id()}),
-    )
-    .await?;
+    let (credential, scope, master_key_id) = (
+        reference.to_string(),
+        json!(reference.scope),
+        key.id().to_string(),
+    );
+    let event = match must_exist {
+        true => AdminEvent::CredentialRotated {
+            credential,
+            scope,
+            master_key_id,
+        },
+        false => AdminEvent::CredentialStored {
+            credential,
+            scope,
+            master_key_id,
+        },
+    };
+    crate::identity::record(store.as_ref(), "operator", event).await?;
     print(
         global,
         &json!({"credential": reference.to_string(), "reference": reference, "master_key_id": key.id()}),
@@ -194,10 +207,13 @@ pub async fn run(cmd: VaultCommand, global: &Global) -> anyhow::Result<ExitCode>
             store
                 .retire_credential(&reference, Timestamp::now())
                 .await?;
-            crate::identity::audit(
-                global,
+            crate::identity::record(
+                store.as_ref(),
                 "operator",
-                json!({"event": "credential.retired", "credential": reference.to_string(), "scope": reference.scope}),
+                AdminEvent::CredentialRetired {
+                    credential: reference.to_string(),
+                    scope: json!(reference.scope),
+                },
             )
             .await?;
             print(

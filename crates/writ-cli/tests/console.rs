@@ -159,20 +159,21 @@ async fn console_in_a_real_browser() {
         return;
     };
     let upstream = Upstream::start(None).await;
-    // The example bundle serves; beside it, in shadow, a candidate in which merges into main
-    // need no approval, so that every such merge is a recorded disagreement.
+    // The example bundle serves; beside it, in shadow, a candidate in which no merge needs
+    // approval, so that every merge is a recorded disagreement.
     let env = Env::new(None);
     env.init_with_secret(|policies| policies);
     let shadow = env.path("shadow");
     copy_dir(&env.path("policies"), &shadow);
     let github = shadow.join("github.cedar");
     let text = std::fs::read_to_string(&github).unwrap();
-    assert!(text.contains("context.args.base == \"main\""));
+    let gate = "resource)\nunless { context.approval.granted };";
+    assert!(text.contains(gate));
     std::fs::write(
         &github,
         text.replace(
-            "context.args.base == \"main\"",
-            "context.args.base == \"never\"",
+            gate,
+            "resource)\nwhen { context.args has base && context.args.base == \"never\" }\nunless { context.approval.granted };",
         ),
     )
     .unwrap();
@@ -266,8 +267,8 @@ async fn console_in_a_real_browser() {
         "ship the fix in pull request 7",
         "github.*, until",
         "CI is green and the change was reviewed",
-        "merge-to-main-needs-maintainer",
-        "merging into main needs the approval of a maintainer",
+        "merge-needs-maintainer",
+        "merging a pull request needs the approval of a maintainer",
         "group:maintainers",
         "0 of 1 approvals",
         "\"pull_number\": 7",
@@ -840,7 +841,7 @@ async fn console_in_a_real_browser() {
     let version = text_of(&bob, "#bundle-version").await;
     let (_, ready) = api.call("GET", "/readyz", "", None).await;
     assert_eq!(version, ready["policy"].as_str().unwrap());
-    wait_for(&bob, "tr[data-policy=merge-to-main-needs-maintainer]").await;
+    wait_for(&bob, "tr[data-policy=merge-needs-maintainer]").await;
     let shadowed = text_of(&bob, "#disagreements").await;
     for a in [&action, &action2, &action3] {
         assert!(shadowed.contains(a.as_str()), "{a} missing from {shadowed}");

@@ -342,8 +342,8 @@ fn flow(env: &Env) {
     let entries = env.ok(&["audit", "query"]);
     let text = entries.to_string();
     for event in [
-        "user.added",
-        "agent.added",
+        "user.created",
+        "agent.created",
         "grant.created",
         "grant.revoked",
         "credential.stored",

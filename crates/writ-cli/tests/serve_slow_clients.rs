@@ -88,8 +88,9 @@ async fn a_silent_connection_is_closed() {
 async fn a_trickled_body_gets_408() {
     let (_env, server) = serve("body_timeout_ms = 500");
     let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
-    let head = "POST /v1/grants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer writ_uk_x\r\n\
-                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"agent\":";
+    // The token endpoint reads its body before anything else.
+    let head = "POST /oauth/token HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ngrant_type=";
     tcp.write_all(head.as_bytes()).await.unwrap();
     let answer = read_to_close(&mut tcp, Duration::from_secs(15))
         .await

@@ -7,9 +7,11 @@
 //! background work; [`config`] reads `writ.toml`; [`error`] is the one error every face maps to
 //! its protocol; [`oidc_sign_in`] signs people in with an OpenID Connect issuer; [`ocsf`] maps
 //! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
-//! [`examples`] is the built-in policy bundle.
+//! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for;
+//! [`views`] are the read models every face shows.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod examples;
@@ -19,6 +21,7 @@ pub mod ocsf;
 pub mod oidc_sign_in;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod views;
 
 pub use config::{Config, ConfigError, ConnectorConfig};
 pub use error::{Error, ErrorKind};

@@ -47,7 +47,9 @@ use serde_json::{Value, json};
 use writ_core::ActionId;
 use writ_store::{ActionRow, ActionState, ApprovalRow};
 
-use crate::api::{Who, authenticate, caller};
+use writ_gateway::auth::{Who, caller};
+
+use crate::api::extract::authenticate;
 use writ_gateway::Gateway;
 use writ_gateway::pipeline::{self, ActionRequest, Caller};
 
@@ -308,7 +310,7 @@ async fn mcp_caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
             "with an agent API key, name the grant the agent acts under: `Writ-Grant: <grant id>`",
         ));
     }
-    caller(gw, who, grant).await
+    Ok(caller(gw, who, grant).await?)
 }
 
 /// The MCP server: one per session, all sharing the gateway.

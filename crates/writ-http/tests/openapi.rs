@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-const API_SOURCE: &str = include_str!("../src/api.rs");
+const API_SOURCE: &str = include_str!("../src/api/mod.rs");
 /// `api::router` merges `mcp::router`: its routes are the API's too.
 const MCP_SOURCE: &str = include_str!("../src/mcp.rs");
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];

@@ -372,8 +372,10 @@ pub(super) async fn setup(
         let agent = AgentId::new(format!("bench-agent-{i}"))?;
         db.add_agent(&AgentRecord::new(agent.clone(), user.clone(), None, now))
             .await?;
-        let (key, _) =
-            crate::users::issue_key(db, KeySubject::Agent(agent.clone()), KeyKind::Agent).await?;
+        let key = writ_gateway::admin::Admin::local(db)
+            .issue_key(KeySubject::Agent(agent.clone()), KeyKind::Agent)
+            .await?
+            .key;
         let grant = GrantSpec {
             user: user.clone(),
             agent,

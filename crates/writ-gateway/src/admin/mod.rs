@@ -443,7 +443,8 @@ impl<'a> Admin<'a> {
             .ok_or_else(|| Error::not_found(format!("grant {id} does not exist")))?;
         if actor.user_id() != Some(&grant.grant.spec.user) && !actor.is_admin() {
             return Err(Error::forbidden(format!(
-                "only user {} (or an admin) can revoke grant {id}",
+                "{} cannot revoke grant {id}: only user {} (or an admin) can revoke it",
+                actor.label().replace(':', " "),
                 grant.grant.spec.user
             )));
         }

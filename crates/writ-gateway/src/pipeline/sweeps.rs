@@ -128,7 +128,7 @@ pub async fn recover_interrupted(gw: &Arc<Gateway>) -> Result<usize, Error> {
 
 /// Waits until action `id` leaves `pending_approval`/`executing`, or `timeout` passes.
 pub async fn wait_for(
-    gw: &Arc<Gateway>,
+    gw: &Gateway,
     id: &ActionId,
     timeout: Duration,
 ) -> Result<Option<ActionRow>, Error> {

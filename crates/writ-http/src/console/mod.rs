@@ -5,8 +5,8 @@
 //! the user's own account (their password, and signing out everywhere).
 //!
 //! The console is a thin layer over the same functions as the HTTP API: it reads through
-//! [`api::visible_approvals`], [`api::action_record`], [`api::action_filter`] and the like,
-//! decides through [`pipeline::decide`] and grants through [`api::issue_grant`], so quorum,
+//! [`views::visible_approvals`], [`views::action_record`], [`views::action_filter`] and the like,
+//! decides through [`pipeline::decide`] and grants through the core's admin service, so quorum,
 //! self-approval, one decision per approver and who may see or change what hold exactly as in
 //! the API. What it adds is the browser's side of security:
 //!
@@ -57,7 +57,11 @@ use writ_identity::apikey::{KeyKind, parse_presented};
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
 use writ_store::{ActionRow, ActionState, ApprovalState, EntryFilter, SessionRecord};
 
-use crate::api::{self, Who};
+use writ_gateway::admin::{Actor, AdminEvent};
+use writ_gateway::auth::Who;
+use writ_gateway::views;
+
+use crate::api;
 use writ_gateway::Gateway;
 use writ_gateway::pipeline::{self, DecisionRequest};
 
@@ -726,9 +730,12 @@ async fn approvals_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Re
         Ok(who) => who,
         Err(response) => return response,
     };
-    match api::visible_approvals(&c.gw, &who.user, Some(ApprovalState::Pending), 200).await {
-        Ok(items) => html(StatusCode::OK, pages::approvals(&who, &items)),
-        Err(e) => error_page(Some(&who), &e),
+    match views::visible_approvals(&c.gw, &who.user, Some(ApprovalState::Pending), 200).await {
+        Ok(items) => {
+            let items: Vec<Value> = items.iter().map(to_value).collect();
+            html(StatusCode::OK, pages::approvals(&who, &items))
+        }
+        Err(e) => error_page(Some(&who), &e.into()),
     }
 }
 
@@ -802,9 +809,9 @@ async fn action_page(
         Err(response) => return response,
     };
     let reader = Who::User(who.user.clone());
-    match api::action_record(&c.gw, &reader, &id, Duration::ZERO).await {
-        Ok((_, record)) => html(StatusCode::OK, pages::action(&who, &record)),
-        Err(e) => error_page(Some(&who), &e),
+    match views::action_record(&c.gw, &reader, &id, Duration::ZERO).await {
+        Ok((_, record)) => html(StatusCode::OK, pages::action(&who, &to_value(&record))),
+        Err(e) => error_page(Some(&who), &e.into()),
     }
 }
 
@@ -814,7 +821,7 @@ async fn action_page(
 /// The explorer's search: the API's action query (empty fields left out), plus a grant.
 #[derive(Default)]
 pub(crate) struct AuditSearch {
-    pub query: api::ActionQuery,
+    pub query: views::ActionQuery,
     pub grant: Option<String>,
     /// The fields as given, to fill the form again and to build the export link.
     pub fields: Vec<(String, String)>,
@@ -874,7 +881,7 @@ async fn search_actions(
     who: &SignedIn,
     search: &AuditSearch,
 ) -> Result<Vec<ActionRow>, ApiError> {
-    let filter = api::action_filter(&search.query, &Who::User(who.user.clone()))?;
+    let filter = views::action_filter(&search.query, &Who::User(who.user.clone()))?;
     let mut rows = gw.db.actions(&filter).await?;
     if let Some(grant) = &search.grant {
         rows.retain(|a| a.grant.as_deref() == Some(grant.as_str()));
@@ -1024,8 +1031,8 @@ async fn identity_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Res
         Err(response) => return response,
     };
     let result = async {
-        let agents = api::visible_agents(&c.gw, &who.user).await?;
-        let grants = api::visible_grants(&c.gw, &who.user).await?;
+        let agents = views::visible_agents(&c.gw, &who.user).await?;
+        let grants = views::visible_grants(&c.gw, &who.user).await?;
         Ok::<_, ApiError>(pages::identity(&who, &agents, &grants))
     }
     .await;
@@ -1058,7 +1065,7 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A new grant on the signed-in user's authority, through the API's own [`api::issue_grant`].
+/// A new grant on the signed-in user's authority, through the core's admin service.
 async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
     let (who, f): (SignedIn, GrantForm) = match c.posted(&headers, &body).await {
         Ok(posted) => posted,
@@ -1074,7 +1081,7 @@ async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: B
                 .map(Some)
                 .map_err(|_| ApiError::bad_request(format!("{what} must be a whole number")))
         };
-        let request = api::GrantRequest {
+        let request = writ_gateway::admin::GrantRequest {
             agent: f.agent.trim().to_owned(),
             actions: words(&f.actions),
             resources: words(&f.resources),
@@ -1088,7 +1095,11 @@ async fn create_grant(State(c): State<Arc<Console>>, headers: HeaderMap, body: B
                 "name at least one action, such as github.create_issue or github.*",
             ));
         }
-        api::issue_grant(&c.gw, &who.user, request).await
+        let spec = request.into_spec(&who.user.id, writ_core::Timestamp::now())?;
+        Ok(c.gw
+            .admin()
+            .issue_grant(&Actor::User(who.user.clone()), spec)
+            .await?)
     }
     .await;
     match result {
@@ -1139,7 +1150,7 @@ async fn enable_agent(
 }
 
 /// Disables or enables one of the user's agents (any agent, for an admin) through the API's own
-/// [`api::set_agent_enabled`].
+/// core's admin service.
 async fn set_agent_enabled(
     c: Arc<Console>,
     id: String,
@@ -1151,7 +1162,16 @@ async fn set_agent_enabled(
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    match api::set_agent_enabled(&c.gw, &who.user, &id, enabled).await {
+    let result = match writ_identity::AgentId::new(id) {
+        Ok(id) => {
+            c.gw.admin()
+                .set_agent_enabled(&Actor::User(who.user.clone()), &id, enabled)
+                .await
+                .map_err(ApiError::from)
+        }
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    };
+    match result {
         Ok(()) => Redirect::to("/console/identity").into_response(),
         Err(e) => error_page(Some(&who), &e),
     }
@@ -1167,7 +1187,16 @@ async fn revoke_grant(
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    let result = async { api::withdraw_grant(&c.gw, &who.user, &id).await }.await;
+    let result = async {
+        let id =
+            writ_identity::GrantId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let revoked =
+            c.gw.admin()
+                .revoke_grant(&Actor::User(who.user.clone()), &id)
+                .await?;
+        Ok::<_, ApiError>((id, revoked))
+    }
+    .await;
     match result {
         Ok(_) => Redirect::to("/console/identity").into_response(),
         Err(e) => error_page(Some(&who), &e),
@@ -1360,10 +1389,15 @@ async fn change_password(
         }
         Err(e) => return account_refusal(&c, &who, api::password_refusal(e)).await,
     };
-    let actor = format!("user:{}", who.user.id);
-    let entry = json!({"event": "user.password_set", "user": who.user.id.as_str()});
-    if let Err(e) = api::admin_entry(&c.gw, &actor, entry).await {
-        return error_page(Some(&who), &e);
+    let event = AdminEvent::PasswordSet {
+        user: who.user.id.to_string(),
+    };
+    if let Err(e) =
+        c.gw.admin()
+            .record(&Actor::User(who.user.clone()), event)
+            .await
+    {
+        return error_page(Some(&who), &e.into());
     }
     tracing::info!(user = %who.user.id, "password set from the console");
     if !matches!(who.with, SignInWith::Password { .. }) {
@@ -1430,9 +1464,13 @@ async fn sign_out_everywhere(
     };
     let result = async {
         let ended = c.gw.db.remove_user_sessions(&who.user.id).await?;
-        let entry =
-            json!({"event": "user.sessions_ended", "user": who.user.id.as_str(), "count": ended});
-        api::admin_entry(&c.gw, &format!("user:{}", who.user.id), entry).await?;
+        let event = AdminEvent::SessionsEnded {
+            user: who.user.id.to_string(),
+            count: ended,
+        };
+        c.gw.admin()
+            .record(&Actor::User(who.user.clone()), event)
+            .await?;
         tracing::info!(user = %who.user.id, ended, "console sessions ended everywhere");
         Ok::<_, ApiError>(())
     }
@@ -1472,7 +1510,7 @@ impl Watch {
         let Some(who) = self.console.signed_in(&self.headers).await? else {
             return Ok(false);
         };
-        let rows = api::visible_approval_rows(
+        let rows = views::visible_approval_rows(
             &self.console.gw,
             &who.user,
             Some(ApprovalState::Pending),
@@ -1483,9 +1521,12 @@ impl Watch {
         for row in &rows {
             now.insert(row.id.clone());
             if !self.known.contains(&row.id) {
-                let item = api::approval_item(&self.console.gw, &who.user, row).await?;
-                self.queue
-                    .push_back(Event::default().event("approval").data(item.to_string()));
+                let item = views::approval_item(&self.console.gw, &who.user, row).await?;
+                self.queue.push_back(
+                    Event::default()
+                        .event("approval")
+                        .data(to_value(&item).to_string()),
+                );
             }
         }
         for gone in self.known.difference(&now) {
@@ -1549,6 +1590,11 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// A read model as the JSON the pages read.
+fn to_value<T: serde::Serialize>(view: &T) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
