@@ -12,6 +12,7 @@
 
 mod http;
 pub mod mcp;
+mod scrub;
 mod template;
 
 use std::time::Duration;
