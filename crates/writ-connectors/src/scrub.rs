@@ -274,20 +274,21 @@ impl Scrubber {
     /// An upstream's response body, scrubbed: the parsed JSON when it is JSON, else its text (or
     /// null when empty); and whether a form was found.
     pub(crate) fn response(&self, raw: &[u8]) -> (Value, bool) {
-        let scrubbed = self.replaced(raw);
-        let found_raw = scrubbed.is_some();
-        let bytes = scrubbed.as_deref().unwrap_or(raw);
-        // The byte replacement is kept where it leaves JSON as JSON (or the body is not JSON);
-        // where it broke the JSON, the parsed original is scrubbed below instead.
-        let parsed = serde_json::from_slice::<Value>(bytes).ok().or_else(|| {
-            found_raw
-                .then(|| serde_json::from_slice::<Value>(raw).ok())
-                .flatten()
-        });
-        let mut body = match parsed {
-            Some(v) => v,
-            None if bytes.is_empty() => Value::Null,
-            None => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        let text = |bytes: &[u8]| match bytes {
+            [] => Value::Null,
+            bytes => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        };
+        let (mut body, found_raw) = match self.replaced(raw) {
+            None => (serde_json::from_slice(raw).unwrap_or_else(|_| text(raw)), false),
+            Some(scrubbed) => match serde_json::from_slice(&scrubbed) {
+                Ok(v) => (v, true),
+                // The replacement broke the JSON (a form cut across an escape or the structure):
+                // the parsed original is scrubbed below instead.
+                Err(_) => match serde_json::from_slice(raw) {
+                    Ok(v) => (v, false),
+                    Err(_) => (text(&scrubbed), true),
+                },
+            },
         };
         let found_parsed = self.value(&mut body);
         (body, found_raw || found_parsed)
