@@ -11,10 +11,12 @@
 //! - the bytes as sent: the whole value with its prefix (`Bearer …`, `token …`, `Basic …`) and the
 //!   secret alone; for Basic also `user:secret` and the secret once the upstream decoded it;
 //! - JSON string escapes: serde_json's, `\uXXXX` for non-ASCII (lower and upper hex, surrogate
-//!   pairs), `/` as `\/`, and `<`, `>`, `&` as `\u003c`… (Go's encoder);
+//!   pairs), `/` as `\/`, and `<`, `>`, `&` as `\u003c`… (Go's encoder); serde_json's twice
+//!   (JSON text inside a JSON string);
 //! - percent-encoding as URLs and forms carry it: RFC 3986 components, JavaScript's
 //!   `encodeURIComponent` and `encodeURI`, Python's `quote`, WHATWG forms and queries (`+` for
 //!   space), Go's `QueryEscape`, PHP's `urlencode`, and every byte encoded; upper and lower hex;
+//! - backslash escapes as Python's `repr` and C-style literals write them (quotes escaped or not);
 //! - HTML escapes (`&quot;`, `&#34;`, `&#39;`, `&#x27;`, …), for an error page;
 //! - base64, standard and URL-safe, padded or not, of the value and of the secret alone, and the
 //!   part of any base64 text that only the secret determines at each of the three alignments,
@@ -27,7 +29,8 @@
 //!
 //! A response is scrubbed twice: in its raw bytes (which also covers text that is not JSON), and,
 //! when it is JSON, in every string, key and number of the parsed value, so that an echo that only
-//! appears once escapes are decoded is caught too. A byte replacement that would break the JSON
+//! appears once escapes are decoded is caught too; a string that holds JSON text (an MCP tool's
+//! answer usually does) is parsed and scrubbed the same way, at any depth. A byte replacement that would break the JSON
 //! (a form cut across an escape sequence or across the structure) is not kept: the parsed value
 //! is scrubbed instead, so JSON stays JSON with the same shape.
 //!
@@ -186,23 +189,49 @@ impl Scrubber {
         Some(out)
     }
 
-    /// Replaces every form in `text`; true if there was one.
+    /// Replaces every form in `text`, also inside JSON text it holds; true if there was one.
     pub(crate) fn string(&self, text: &mut String) -> bool {
+        let nested = self.nested(text);
         match self.replaced(text.as_bytes()) {
             Some(out) => {
                 *text = into_text(out);
                 true
             }
-            None => false,
+            None => nested,
+        }
+    }
+
+    /// A string holding JSON text with escapes (a tool's JSON answer, a logged request): each
+    /// level of JSON escapes the secret once more, so the parsed text is scrubbed as a value
+    /// (at any depth) and written back compactly if something was found.
+    fn nested(&self, text: &mut String) -> bool {
+        let start = text.trim_start();
+        if !(start.starts_with('{') || start.starts_with('[')) || !text.contains('\\') {
+            return false;
+        }
+        let Ok(mut inner) = serde_json::from_str::<Value>(text) else {
+            return false;
+        };
+        if !self.value(&mut inner) {
+            return false;
+        }
+        match serde_json::to_string(&inner) {
+            Ok(scrubbed) => {
+                *text = scrubbed;
+                true
+            }
+            Err(_) => false,
         }
     }
 
     /// A short text (an error message, a line of stderr) with every form replaced, and also a form
     /// cut short by a truncation: one that the text's end or a `…` interrupts.
     pub(crate) fn text(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        self.nested(&mut text);
         let mut bytes = self
             .replaced(text.as_bytes())
-            .unwrap_or_else(|| text.as_bytes().to_vec());
+            .unwrap_or_else(|| text.into_bytes());
         if self.matcher.is_some() {
             let mut cut = bytes.len();
             loop {
@@ -377,6 +406,12 @@ enum Encoding {
         slash: bool,
         html: bool,
     },
+    /// serde_json's escapes applied twice: JSON text in a JSON string, in a text that is not
+    /// JSON itself (an error message quoting a request body).
+    JsonTwice,
+    /// Backslash escapes of `\\`, newline, carriage return and tab, and of `quote` if any, the
+    /// rest as it is: Python's `repr`, C-style string literals in logs and tracebacks.
+    Backslash { quote: Option<char> },
     Percent {
         /// Punctuation left as it is (letters and digits always are, except for `every`).
         kept: &'static [u8],
@@ -414,6 +449,10 @@ impl Encoding {
                     });
                 }
             }
+        }
+        all.push(Encoding::JsonTwice);
+        for quote in [None, Some('\''), Some('"')] {
+            all.push(Encoding::Backslash { quote });
         }
         for upper in [true, false] {
             for (kept, plus_for_space) in PERCENT_STYLES {
@@ -457,6 +496,29 @@ impl Encoding {
             } => {
                 let text = std::str::from_utf8(bytes).ok()?;
                 Some(json_escape(text, unicode, slash, html).into_bytes())
+            }
+            Encoding::Backslash { quote } => {
+                let text = std::str::from_utf8(bytes).ok()?;
+                let mut out = String::with_capacity(text.len() + 8);
+                for c in text.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        '\t' => out.push_str("\\t"),
+                        c if Some(c) == quote => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        c => out.push(c),
+                    }
+                }
+                Some(out.into_bytes())
+            }
+            Encoding::JsonTwice => {
+                let text = std::str::from_utf8(bytes).ok()?;
+                let once = json_escape(text, None, false, false);
+                Some(json_escape(&once, None, false, false).into_bytes())
             }
             Encoding::Percent {
                 kept,

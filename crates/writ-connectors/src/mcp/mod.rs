@@ -827,11 +827,16 @@ impl Connector for McpConnector {
                 // The upstream refused the call (unknown tool, invalid params): a failure the
                 // agent should see, in the upstream's words.
                 let message = scrubber.text(&e.message);
+                let redacted = if message == e.message {
+                    Vec::new()
+                } else {
+                    vec![ECHOED.to_owned()]
+                };
                 return Ok(Outcome {
                     success: false,
                     status: None,
                     body: json!({"error": {"code": e.code.0, "message": message}}),
-                    redacted: Vec::new(),
+                    redacted,
                     elapsed,
                     credential: connection.references.clone(),
                 });

@@ -56,6 +56,8 @@ fn every_form_of_a_sent_secret_is_replaced() {
         (bearer("a<b>&c-d"), r#""a\u003cb\u003e\u0026c-d""#.into(), r#""[redacted]""#.into()),
         (bearer("line1\nline2"), r#""line1\nline2""#.into(), r#""[redacted]""#.into()),
         (bearer("emoji😀key"), r#""emoji\ud83d\ude00key""#.into(), r#""[redacted]""#.into()),
+        // Python's repr and C-style literals: backslashes escaped, quotes as they are.
+        (bearer("a\"b\\c\nd"), "{'k': 'a\"b\\\\c\\nd'}".into(), "{'k': '[redacted]'}".into()),
         // Percent-encoding: components, forms (+ for space), lower-case hex, every byte.
         (bearer("a b+c/d=%é"), "?t=a%20b%2Bc%2Fd%3D%25%C3%A9&".into(), "?t=[redacted]&".into()),
         (bearer("a b+c/d=%é"), "?t=a+b%2Bc%2Fd%3D%25%C3%A9&".into(), "?t=[redacted]&".into()),
@@ -262,4 +264,21 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn json_text_inside_json_strings_is_scrubbed_at_any_depth() {
+    let secret = "q\"uo\\te/é";
+    let scrubber = bearer(secret);
+    let mut value = json!({"k": secret});
+    for _ in 0..4 {
+        value = json!({"text": value.to_string()});
+    }
+    let raw = serde_json::to_vec(&value).unwrap();
+    let (mut body, found) = scrubber.response(&raw);
+    assert!(found);
+    for _ in 0..4 {
+        body = serde_json::from_str(body["text"].as_str().unwrap()).unwrap();
+    }
+    assert_eq!(body, json!({"k": "[redacted]"}));
 }

@@ -231,6 +231,7 @@ fn decodings(text: &str, depth: u32) -> Vec<Vec<u8>> {
         }
     }
     out.push(html_unescape(&text).into_bytes());
+    out.push(unbackslash(&text).into_bytes());
     out.push(percent_decode(&text, false));
     out.push(percent_decode(&text, true));
     for run in text
@@ -238,6 +239,26 @@ fn decodings(text: &str, depth: u32) -> Vec<Vec<u8>> {
         .filter(|r| r.len() >= 8)
     {
         out.extend(base64_decodings(run));
+    }
+    out
+}
+
+/// C-style and Python `repr` escapes undone.
+fn unbackslash(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
     }
     out
 }
