@@ -531,4 +531,3 @@ fn describe(e: &reqwest::Error) -> String {
         None => kind.to_owned(),
     }
 }
-

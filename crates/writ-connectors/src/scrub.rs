@@ -308,7 +308,10 @@ impl Scrubber {
             bytes => Value::String(String::from_utf8_lossy(bytes).into_owned()),
         };
         let (mut body, found_raw) = match self.replaced(raw) {
-            None => (serde_json::from_slice(raw).unwrap_or_else(|_| text(raw)), false),
+            None => (
+                serde_json::from_slice(raw).unwrap_or_else(|_| text(raw)),
+                false,
+            ),
             Some(scrubbed) => match serde_json::from_slice(&scrubbed) {
                 Ok(v) => (v, true),
                 // The replacement broke the JSON (a form cut across an escape or the structure):
@@ -411,7 +414,9 @@ enum Encoding {
     JsonTwice,
     /// Backslash escapes of `\\`, newline, carriage return and tab, and of `quote` if any, the
     /// rest as it is: Python's `repr`, C-style string literals in logs and tracebacks.
-    Backslash { quote: Option<char> },
+    Backslash {
+        quote: Option<char>,
+    },
     Percent {
         /// Punctuation left as it is (letters and digits always are, except for `every`).
         kept: &'static [u8],
@@ -427,13 +432,13 @@ enum Encoding {
 
 /// Percent-encoders as deployed: the punctuation each leaves alone, and whether space is `+`.
 const PERCENT_STYLES: [(&[u8], bool); 7] = [
-    (b"-._~", false),                         // RFC 3986 unreserved, PHP rawurlencode
-    (b"-._~!'()*", false),                    // JavaScript encodeURIComponent
-    (b"-._~/", false),                        // Python quote
-    (b"-._~!#$&'()*+,/:;=?@", false),         // JavaScript encodeURI
+    (b"-._~", false),                          // RFC 3986 unreserved, PHP rawurlencode
+    (b"-._~!'()*", false),                     // JavaScript encodeURIComponent
+    (b"-._~/", false),                         // Python quote
+    (b"-._~!#$&'()*+,/:;=?@", false),          // JavaScript encodeURI
     (b"!$%&'()*+,-./:;=?@[\\]^_`{|}~", false), // WHATWG URL query
-    (b"*-._", true),                          // WHATWG forms, Java URLEncoder
-    (b"-._~", true),                          // Go QueryEscape, Python quote_plus
+    (b"*-._", true),                           // WHATWG forms, Java URLEncoder
+    (b"-._~", true),                           // Go QueryEscape, Python quote_plus
 ];
 
 impl Encoding {

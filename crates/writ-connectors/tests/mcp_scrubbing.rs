@@ -90,9 +90,12 @@ async fn http_upstream(State(refuse): State<bool>, headers: HeaderMap, body: Str
     let received: Vec<(String, String)> = ["authorization", "x-api-key"]
         .iter()
         .filter_map(|h| {
-            headers
-                .get(*h)
-                .map(|v| (h.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            headers.get(*h).map(|v| {
+                (
+                    h.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
         })
         .collect();
     if refuse {
@@ -128,8 +131,10 @@ async fn http_upstream(State(refuse): State<bool>, headers: HeaderMap, body: Str
             let form = if form == "python" { "text" } else { form };
             let (_, text) = echo(form, &received);
             if params["name"] == "fail" {
-                return axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": text}}))
-                    .into_response();
+                return axum::Json(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": text}}),
+                )
+                .into_response();
             }
             json!({"content": [{"type": "text", "text": text}], "isError": params["arguments"]["error"]})
         }

@@ -36,40 +36,132 @@ fn every_form_of_a_sent_secret_is_replaced() {
     let b64 = |s: &str| STANDARD.encode(s);
     let cases: Vec<(Scrubber, String, String)> = vec![
         // As sent, with and without the prefix; the prefix stays.
-        (bearer("s3cr3t-tok"), "got Bearer s3cr3t-tok.".into(), "got Bearer [redacted].".into()),
-        (bearer("s3cr3t-tok"), "token=s3cr3t-tok".into(), "token=[redacted]".into()),
         (
-            Scrubber::new(&[Sent::Prefixed { prefix: "token ", secret: b"abc" }]).unwrap(),
+            bearer("s3cr3t-tok"),
+            "got Bearer s3cr3t-tok.".into(),
+            "got Bearer [redacted].".into(),
+        ),
+        (
+            bearer("s3cr3t-tok"),
+            "token=s3cr3t-tok".into(),
+            "token=[redacted]".into(),
+        ),
+        (
+            Scrubber::new(&[Sent::Prefixed {
+                prefix: "token ",
+                secret: b"abc",
+            }])
+            .unwrap(),
             "Authorization: token abc!".into(),
             "Authorization: token [redacted]!".into(),
         ),
         // Basic: the header, its base64 alone, the decoded pair, the secret alone, base64 of it.
-        (basic("writ", "pa:ss\"w0rd"), format!("Basic {}", b64("writ:pa:ss\"w0rd")), "Basic [redacted]".into()),
-        (basic("writ", "pa:ss\"w0rd"), format!("[{}]", b64("writ:pa:ss\"w0rd")), "[[redacted]]".into()),
-        (basic("writ", "pa:ss\"w0rd"), "user writ:pa:ss\"w0rd".into(), "user writ:[redacted]".into()),
-        (basic("writ", "pa:ss\"w0rd"), "password pa:ss\"w0rd".into(), "password [redacted]".into()),
-        (basic("writ", "pa:ss\"w0rd"), b64("pa:ss\"w0rd"), MARKER.into()),
+        (
+            basic("writ", "pa:ss\"w0rd"),
+            format!("Basic {}", b64("writ:pa:ss\"w0rd")),
+            "Basic [redacted]".into(),
+        ),
+        (
+            basic("writ", "pa:ss\"w0rd"),
+            format!("[{}]", b64("writ:pa:ss\"w0rd")),
+            "[[redacted]]".into(),
+        ),
+        (
+            basic("writ", "pa:ss\"w0rd"),
+            "user writ:pa:ss\"w0rd".into(),
+            "user writ:[redacted]".into(),
+        ),
+        (
+            basic("writ", "pa:ss\"w0rd"),
+            "password pa:ss\"w0rd".into(),
+            "password [redacted]".into(),
+        ),
+        (
+            basic("writ", "pa:ss\"w0rd"),
+            b64("pa:ss\"w0rd"),
+            MARKER.into(),
+        ),
         // JSON escapes: serde_json's, \uXXXX in both cases, \/ and Go's \u003c.
-        (bearer("tok\"en\\x"), r#"{"a":"tok\"en\\x"}"#.into(), r#"{"a":"[redacted]"}"#.into()),
-        (bearer("café/日本"), r#""caf\u00e9\/\u65e5\u672c""#.into(), r#""[redacted]""#.into()),
-        (bearer("café/日本"), r#""caf\u00E9/\u65E5\u672C""#.into(), r#""[redacted]""#.into()),
-        (bearer("a<b>&c-d"), r#""a\u003cb\u003e\u0026c-d""#.into(), r#""[redacted]""#.into()),
-        (bearer("line1\nline2"), r#""line1\nline2""#.into(), r#""[redacted]""#.into()),
-        (bearer("emoji😀key"), r#""emoji\ud83d\ude00key""#.into(), r#""[redacted]""#.into()),
+        (
+            bearer("tok\"en\\x"),
+            r#"{"a":"tok\"en\\x"}"#.into(),
+            r#"{"a":"[redacted]"}"#.into(),
+        ),
+        (
+            bearer("café/日本"),
+            r#""caf\u00e9\/\u65e5\u672c""#.into(),
+            r#""[redacted]""#.into(),
+        ),
+        (
+            bearer("café/日本"),
+            r#""caf\u00E9/\u65E5\u672C""#.into(),
+            r#""[redacted]""#.into(),
+        ),
+        (
+            bearer("a<b>&c-d"),
+            r#""a\u003cb\u003e\u0026c-d""#.into(),
+            r#""[redacted]""#.into(),
+        ),
+        (
+            bearer("line1\nline2"),
+            r#""line1\nline2""#.into(),
+            r#""[redacted]""#.into(),
+        ),
+        (
+            bearer("emoji😀key"),
+            r#""emoji\ud83d\ude00key""#.into(),
+            r#""[redacted]""#.into(),
+        ),
         // Python's repr and C-style literals: backslashes escaped, quotes as they are.
-        (bearer("a\"b\\c\nd"), "{'k': 'a\"b\\\\c\\nd'}".into(), "{'k': '[redacted]'}".into()),
+        (
+            bearer("a\"b\\c\nd"),
+            "{'k': 'a\"b\\\\c\\nd'}".into(),
+            "{'k': '[redacted]'}".into(),
+        ),
         // Percent-encoding: components, forms (+ for space), lower-case hex, every byte.
-        (bearer("a b+c/d=%é"), "?t=a%20b%2Bc%2Fd%3D%25%C3%A9&".into(), "?t=[redacted]&".into()),
-        (bearer("a b+c/d=%é"), "?t=a+b%2Bc%2Fd%3D%25%C3%A9&".into(), "?t=[redacted]&".into()),
-        (bearer("a b+c/d=%é"), "?t=a%20b%2bc%2fd%3d%25%c3%a9&".into(), "?t=[redacted]&".into()),
-        (bearer("a b+c/d=%é"), "/p/a%20b+c/d=%25%C3%A9/".into(), "/p/[redacted]/".into()),
+        (
+            bearer("a b+c/d=%é"),
+            "?t=a%20b%2Bc%2Fd%3D%25%C3%A9&".into(),
+            "?t=[redacted]&".into(),
+        ),
+        (
+            bearer("a b+c/d=%é"),
+            "?t=a+b%2Bc%2Fd%3D%25%C3%A9&".into(),
+            "?t=[redacted]&".into(),
+        ),
+        (
+            bearer("a b+c/d=%é"),
+            "?t=a%20b%2bc%2fd%3d%25%c3%a9&".into(),
+            "?t=[redacted]&".into(),
+        ),
+        (
+            bearer("a b+c/d=%é"),
+            "/p/a%20b+c/d=%25%C3%A9/".into(),
+            "/p/[redacted]/".into(),
+        ),
         (bearer("abcd"), "%61%62%63%64".into(), MARKER.into()),
-        (bearer("s3cr3t"), "Bearer%20s3cr3t".into(), "Bearer%20[redacted]".into()),
+        (
+            bearer("s3cr3t"),
+            "Bearer%20s3cr3t".into(),
+            "Bearer%20[redacted]".into(),
+        ),
         // HTML escapes, as an error page quotes a header.
-        (bearer("q\"u'o<te>&"), "<p>q&quot;u&#39;o&lt;te&gt;&amp;</p>".into(), "<p>[redacted]</p>".into()),
-        (bearer("q\"u'o<te>&"), "<p>q&#34;u&#x27;o&lt;te&gt;&amp;</p>".into(), "<p>[redacted]</p>".into()),
+        (
+            bearer("q\"u'o<te>&"),
+            "<p>q&quot;u&#39;o&lt;te&gt;&amp;</p>".into(),
+            "<p>[redacted]</p>".into(),
+        ),
+        (
+            bearer("q\"u'o<te>&"),
+            "<p>q&#34;u&#x27;o&lt;te&gt;&amp;</p>".into(),
+            "<p>[redacted]</p>".into(),
+        ),
         // URL-safe base64, and base64 of a longer text in which the secret sits at any offset.
-        (bearer("s3cr3t~~??>>tok"), URL_SAFE_NO_PAD.encode("s3cr3t~~??>>tok"), MARKER.into()),
+        (
+            bearer("s3cr3t~~??>>tok"),
+            URL_SAFE_NO_PAD.encode("s3cr3t~~??>>tok"),
+            MARKER.into(),
+        ),
         // Each line of a multi-line secret (a PEM key logged line by line).
         (
             bearer("-----BEGIN KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEF\r\n-----END KEY-----"),
@@ -78,7 +170,11 @@ fn every_form_of_a_sent_secret_is_replaced() {
         ),
         // Too short to look for: it would redact ordinary text.
         (bearer("abc"), "abc abc".into(), "abc abc".into()),
-        (bearer("s3cr3t-tok"), "nothing here".into(), "nothing here".into()),
+        (
+            bearer("s3cr3t-tok"),
+            "nothing here".into(),
+            "nothing here".into(),
+        ),
     ];
     for (i, (scrubber, echo, expected)) in cases.iter().enumerate() {
         assert_eq!(&scrubbed(scrubber, echo), expected, "case {i}: {echo}");
@@ -191,9 +287,17 @@ fn responses_stay_json_with_their_shape() {
             json!({"log": "{\"h\":\"[redacted]\"}"}),
         ),
         // A secret of digits, echoed as a number.
-        ("12345678", br#"{"pin":12345678,"n":7}"#, json!({"pin": "[redacted]", "n": 7})),
+        (
+            "12345678",
+            br#"{"pin":12345678,"n":7}"#,
+            json!({"pin": "[redacted]", "n": 7}),
+        ),
         // Not JSON: the text, scrubbed.
-        ("s3cr3t-x", b"error: s3cr3t-x\n", json!("error: [redacted]\n")),
+        (
+            "s3cr3t-x",
+            b"error: s3cr3t-x\n",
+            json!("error: [redacted]\n"),
+        ),
         ("s3cr3t-x", b"", Value::Null),
     ];
     for (secret, raw, expected) in cases {
@@ -217,9 +321,15 @@ fn a_form_cut_by_a_truncation_is_replaced() {
             format!("HTTP 401: Bearer {}… (when initializing)", cut(10)),
             "HTTP 401: Bearer [redacted]… (when initializing)".to_owned(),
         ),
-        (format!("ends with {}", cut(6)), "ends with [redacted]".to_owned()),
+        (
+            format!("ends with {}", cut(6)),
+            "ends with [redacted]".to_owned(),
+        ),
         // Fewer than four bytes of the secret are left alone.
-        (format!("ends with {}", cut(3)), format!("ends with {}", cut(3))),
+        (
+            format!("ends with {}", cut(3)),
+            format!("ends with {}", cut(3)),
+        ),
         (
             format!("whole {secret} and cut {}…", cut(12)),
             "whole [redacted] and cut [redacted]…".to_owned(),

@@ -31,7 +31,14 @@ pub const SECRETS: &[&str] = &[
 
 /// The echo forms [`echo`] produces.
 pub const FORMS: &[&str] = &[
-    "json", "ascii_json", "double", "text", "html", "base64", "decoded", "url",
+    "json",
+    "ascii_json",
+    "double",
+    "text",
+    "html",
+    "base64",
+    "decoded",
+    "url",
 ];
 
 /// Whether a form answers JSON (so the agent must get JSON back).
