@@ -9,8 +9,9 @@
 //! after the pipeline allowed it.
 //!
 //! Credentials: environment variables and headers may name a vault credential, resolved at
-//! connection time through a [`CredentialSource`]; the agent never sees them, any echo of them in a
-//! result is replaced by `[redacted]`, and errors never carry them. A stdio server starts with an
+//! connection time through a [`CredentialSource`]; the agent never sees them, any echo of them (in
+//! any form the scrubber knows) in a result, an error, a tool's definition or a line of stderr is
+//! replaced by `[redacted]`. A stdio server starts with an
 //! empty environment plus `PATH`, `HOME`, `LANG` and `TMPDIR` and what is declared, so Writ's own
 //! secrets (such as `WRIT_MASTER_KEY`) never reach it.
 //!
