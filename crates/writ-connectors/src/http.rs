@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use writ_vault::Secret;
 
+use crate::scrub::{Scrubber, Sent};
 use crate::template::{fill, placeholders, redact_pointers};
 use crate::{Call, Connector, ConnectorError, OperationInfo, Outcome, ResourceRef};
 
@@ -144,6 +144,39 @@ pub struct HttpConnector {
     headers: Vec<(HeaderName, HeaderValue)>,
     max_response_bytes: usize,
     operations: BTreeMap<String, Operation>,
+}
+
+/// What [`Outcome::redacted`] says when the upstream echoed the credential.
+pub(crate) const ECHOED: &str = "(credential echoed by the upstream)";
+
+impl Operation {
+    /// How the operation puts `secret` on the request (the bytes of a secret given to an
+    /// operation that declares no credential are looked for as they are).
+    fn sent<'a>(&'a self, secret: &'a [u8]) -> Sent<'a> {
+        match &self.config.credential {
+            Some(CredentialSpec {
+                inject: Injection::Basic,
+                username,
+                ..
+            }) => Sent::Basic {
+                username: username.as_deref().unwrap_or_default(),
+                secret,
+            },
+            Some(CredentialSpec {
+                inject: Injection::Bearer,
+                ..
+            }) => Sent::Prefixed {
+                prefix: "Bearer ",
+                secret,
+            },
+            Some(CredentialSpec {
+                inject: Injection::Header,
+                prefix,
+                ..
+            }) => Sent::Prefixed { prefix, secret },
+            None => Sent::Prefixed { prefix: "", secret },
+        }
+    }
 }
 
 fn config_error(connector: &str, what: impl std::fmt::Display) -> ConnectorError {
@@ -326,24 +359,11 @@ impl HttpConnector {
                     spec.name
                 ))
             };
-            let (name, mut bytes) = match spec.inject {
-                Injection::Bearer => (AUTHORIZATION, b"Bearer ".to_vec()),
-                Injection::Header => {
-                    let name = op.header.clone().ok_or_else(unusable)?;
-                    (name, spec.prefix.as_bytes().to_vec())
-                }
-                Injection::Basic => {
-                    let mut pair = spec.username.clone().unwrap_or_default().into_bytes();
-                    pair.push(b':');
-                    pair.extend_from_slice(secret.expose());
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&pair);
-                    pair.fill(0);
-                    (AUTHORIZATION, format!("Basic {encoded}").into_bytes())
-                }
+            let name = match spec.inject {
+                Injection::Bearer | Injection::Basic => AUTHORIZATION,
+                Injection::Header => op.header.clone().ok_or_else(unusable)?,
             };
-            if spec.inject != Injection::Basic {
-                bytes.extend_from_slice(secret.expose());
-            }
+            let mut bytes = op.sent(secret.expose()).wire();
             let value = HeaderValue::from_bytes(&bytes);
             bytes.fill(0);
             let mut value = value.map_err(|_| unusable())?;
@@ -352,30 +372,6 @@ impl HttpConnector {
         }
         Ok(request)
     }
-}
-
-/// Replaces every occurrence of `needle` in `haystack` with `[redacted]`; true if any was found.
-pub(crate) fn scrub(haystack: &mut Vec<u8>, needle: &[u8]) -> bool {
-    if needle.len() < 4 || haystack.len() < needle.len() {
-        return false;
-    }
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    let mut found = false;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
-            out.extend_from_slice(b"[redacted]");
-            i += needle.len();
-            found = true;
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    if found {
-        *haystack = out;
-    }
-    found
 }
 
 #[async_trait]
@@ -461,6 +457,12 @@ impl Connector for HttpConnector {
         let op = self.operation(call.operation)?;
         self.validate(call.operation, call.args)?;
         let request = self.build_request(op, call.args, call.credential)?;
+        let scrubber = match call.credential {
+            Some(secret) => Scrubber::new(&[op.sent(secret.expose())]).map_err(|e| {
+                ConnectorError::Config(format!("operation {}.{}: {e}", self.name, op.name))
+            })?,
+            None => Scrubber::none(),
+        };
         let started = Instant::now();
         let mut response = request.send().await.map_err(|e| {
             if e.is_timeout() {
@@ -491,17 +493,11 @@ impl Connector for HttpConnector {
         }
         let elapsed = started.elapsed();
         let mut redacted = Vec::new();
-        // An upstream that echoes the credential must not hand it to the agent.
-        if let Some(secret) = call.credential
-            && scrub(&mut raw, secret.expose())
-        {
-            redacted.push("(credential echoed by the upstream)".to_owned());
+        // An upstream that echoes the credential must not hand it to the agent or the log.
+        let (mut body, echoed) = scrubber.response(&raw);
+        if echoed {
+            redacted.push(ECHOED.to_owned());
         }
-        let mut body = match serde_json::from_slice::<Value>(&raw) {
-            Ok(v) => v,
-            Err(_) if raw.is_empty() => Value::Null,
-            Err(_) => Value::String(String::from_utf8_lossy(&raw).into_owned()),
-        };
         redacted.extend(redact_pointers(&mut body, &op.config.redact));
         Ok(Outcome {
             success: status.is_success(),
@@ -533,21 +529,5 @@ fn describe(e: &reqwest::Error) -> String {
             url.path()
         ),
         None => kind.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scrub;
-
-    #[test]
-    fn scrub_replaces_every_occurrence() {
-        let mut body = b"{\"echo\":\"s3cr3t-token\",\"again\":\"xs3cr3t-tokenx\"}".to_vec();
-        assert!(scrub(&mut body, b"s3cr3t-token"));
-        assert_eq!(
-            body,
-            b"{\"echo\":\"[redacted]\",\"again\":\"x[redacted]x\"}"
-        );
-        assert!(!scrub(&mut body, b"absent-value"));
     }
 }

@@ -8,10 +8,13 @@
 //!
 //! [`HttpConnector`]: operations declared in configuration (method, URL template, argument
 //! schema, credential injection, response limit and redaction). [`mcp::McpConnector`]: the tools
-//! of an upstream MCP server (a stdio command or a Streamable HTTP URL) as operations.
+//! of an upstream MCP server (a stdio command or a Streamable HTTP URL) as operations. Both take
+//! an echoed credential out of what the upstream answers, in every form in which it was sent
+//! (`scrub.rs`), before anyone sees it.
 
 mod http;
 pub mod mcp;
+mod scrub;
 mod template;
 
 use std::time::Duration;

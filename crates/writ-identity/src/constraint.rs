@@ -2,8 +2,9 @@
 //! used for actions, resources and strings.
 //!
 //! Every check fails closed: a missing argument, a value of the wrong type (a number sent as a
-//! string), a non-ASCII e-mail domain, or a value too large to compare exactly is a denial with a
-//! sentence saying why, never a pass.
+//! string), an e-mail address that is not a plain `local@domain` (or has a non-ASCII look-alike
+//! domain), or a value that cannot be compared is a denial with a sentence saying why, never a
+//! pass.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,15 +34,29 @@ pub enum Rule {
     Equals { value: Value },
     /// Equal to one of these values.
     OneOf { values: Vec<Value> },
-    /// A number ≤ this.
+    /// A number ≤ this. An upper bound alone lets any negative number through: for an amount,
+    /// use `range` with `min` too.
     AtMost { value: serde_json::Number },
     /// A number ≥ this.
     AtLeast { value: serde_json::Number },
+    /// A number within `min` and `max`, both inclusive; either may be left out, not both.
+    /// Serialized as `{"pointer": "/amount_cents", "rule": "range", "min": 1, "max": 500000}`.
+    Range {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<serde_json::Number>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<serde_json::Number>,
+    },
     /// Text matching this glob (`*` any run without `/`, `**` any run, `?` one character);
     /// for a list, every element must match.
     Glob { pattern: String },
     /// An e-mail address (or list of them) whose domain is one of these: `example.com` exactly,
-    /// or `*.example.com` for its subdomains.
+    /// or `*.example.com` for its subdomains. Addresses are read strictly, with no looser
+    /// form to opt into: a plain RFC 5322 `local@domain` whose local part is a dot-atom without
+    /// `%` or `!` (which some mail servers treat as a route to another host), and whose domain is
+    /// an ASCII domain name. Quoted local parts, comments, display names, several `@`, empty
+    /// labels, stray dots, whitespace and IP addresses are refused; an agent has no need for
+    /// them, and each is a way to make a mail server deliver elsewhere than the domain checked.
     EmailDomainIn { domains: Vec<String> },
     /// Text of at most this many characters, or a list of at most this many elements.
     MaxLength { max: usize },
@@ -87,9 +102,22 @@ impl Constraint {
                 }
                 Ok(())
             }
-            Rule::AtMost { value } | Rule::AtLeast { value } => {
-                if value.as_f64().is_none_or(|f| !f.is_finite()) {
-                    return bad(format!("{value} is not a usable bound"));
+            Rule::AtMost { .. } | Rule::AtLeast { .. } | Rule::Range { .. } => {
+                let (min, max) = self.rule.bounds();
+                if min.is_none() && max.is_none() {
+                    return bad("range needs \"min\", \"max\" or both".into());
+                }
+                for value in min.into_iter().chain(max) {
+                    if value.as_f64().is_none_or(|f| !f.is_finite()) {
+                        return bad(format!("{value} is not a usable bound"));
+                    }
+                }
+                if let (Some(min), Some(max)) = (min, max)
+                    && num_cmp(min, max) == Some(std::cmp::Ordering::Greater)
+                {
+                    return bad(format!(
+                        "the minimum {min} is greater than the maximum {max}, so nothing would be allowed"
+                    ));
                 }
                 Ok(())
             }
@@ -124,8 +152,10 @@ impl Constraint {
                     ))
                 }
             }
-            Rule::AtMost { value } => compare(p, v, value, std::cmp::Ordering::Greater, "at most"),
-            Rule::AtLeast { value } => compare(p, v, value, std::cmp::Ordering::Less, "at least"),
+            Rule::AtMost { .. } | Rule::AtLeast { .. } | Rule::Range { .. } => {
+                let (min, max) = self.rule.bounds();
+                within(p, v, min, max)
+            }
             Rule::Glob { pattern } => each_text(p, v, |s| {
                 if glob_match(pattern, s) {
                     Ok(())
@@ -155,6 +185,18 @@ impl Constraint {
                     ))
                 }
             }
+        }
+    }
+}
+
+impl Rule {
+    /// The inclusive lower and upper bounds of a numeric rule (`at_most`, `at_least`, `range`).
+    pub fn bounds(&self) -> (Option<&serde_json::Number>, Option<&serde_json::Number>) {
+        match self {
+            Rule::AtMost { value } => (None, Some(value)),
+            Rule::AtLeast { value } => (Some(value), None),
+            Rule::Range { min, max } => (min.as_ref(), max.as_ref()),
+            _ => (None, None),
         }
     }
 }
@@ -228,21 +270,49 @@ fn num_cmp(a: &serde_json::Number, b: &serde_json::Number) -> Option<std::cmp::O
     }
 }
 
-fn compare(
+/// The argument a pointer names, as a user writes it: `amount_cents` for `/amount_cents`.
+fn argument_name(pointer: &str) -> &str {
+    match pointer.strip_prefix('/') {
+        Some(name) => name,
+        None => "the arguments",
+    }
+}
+
+/// A number as a person writes it: `-0.000001` rather than `-1e-6` where it is an exact amount.
+fn decimal(n: &serde_json::Number) -> String {
+    Amount::from_json(n).map_or_else(|_| n.to_string(), |a| a.to_string())
+}
+
+/// Checks a number against inclusive bounds; the denial names the bound that failed.
+fn within(
     p: &str,
     v: &Value,
-    bound: &serde_json::Number,
-    refused: std::cmp::Ordering,
-    words: &str,
+    min: Option<&serde_json::Number>,
+    max: Option<&serde_json::Number>,
 ) -> Result<(), String> {
+    use std::cmp::Ordering::{Greater, Less};
     let Value::Number(n) = v else {
         return Err(format!("{p} must be a number, but it is {}", type_name(v)));
     };
-    match num_cmp(n, bound) {
-        Some(o) if o != refused => Ok(()),
-        Some(_) => Err(format!("{p} is {n}, but this grant allows {words} {bound}")),
-        None => Err(format!("{p} is {n}, which cannot be compared with {bound}")),
+    let name = argument_name(p);
+    for (bound, refused, words) in [
+        (min, Less, "below the grant's minimum"),
+        (max, Greater, "above the grant's maximum"),
+    ] {
+        let Some(bound) = bound else { continue };
+        match num_cmp(n, bound) {
+            Some(o) if o == refused => {
+                return Err(format!(
+                    "{name} {} is {words} {}",
+                    decimal(n),
+                    decimal(bound)
+                ));
+            }
+            Some(_) => {}
+            None => return Err(format!("{p} is {n}, which cannot be compared with {bound}")),
+        }
     }
+    Ok(())
 }
 
 /// Applies a text check to a string, or to every element of a list of strings.
@@ -274,50 +344,137 @@ fn each_text(
 
 fn validate_domain_pattern(d: &str) -> Result<(), String> {
     let host = d.strip_prefix("*.").unwrap_or(d);
-    if is_ascii_domain(host) {
-        Ok(())
-    } else {
-        Err(format!(
+    if host.bytes().any(|b| b.is_ascii_uppercase()) || !host.is_ascii() {
+        return Err(format!(
             "{d:?} is not a lower-case ASCII domain (write IDNs in their xn-- form)"
-        ))
+        ));
+    }
+    match domain_problem(host) {
+        None => Ok(()),
+        Some(why) => Err(format!("{d:?} is not a domain: it {why}")),
     }
 }
 
-fn is_ascii_domain(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+/// What is wrong with an ASCII, lower-case domain name, if anything (`"has an empty label"`).
+fn domain_problem(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("is empty".into());
+    }
+    if host.starts_with('[') {
+        return Some("is an IP address literal; only domain names are accepted".into());
+    }
+    if host.len() > 253 {
+        return Some("is longer than 253 characters".into());
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return Some("has an empty label (a leading, trailing or doubled dot)".into());
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        return Some(format!(
+            "contains {c:?}; a domain name has letters, digits, '-' and dots"
+        ));
+    }
+    if labels
+        .iter()
+        .any(|l| l.starts_with('-') || l.ends_with('-'))
+    {
+        return Some("has a label that begins or ends with '-'".into());
+    }
+    if labels.iter().any(|l| l.len() > 63) {
+        return Some("has a label longer than 63 characters".into());
+    }
+    // A top-level domain is never all digits: `10.0.0.1` is an IP address, not a name.
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some("is an IP address; only domain names are accepted".into());
+    }
+    None
+}
+
+/// Characters a plain local part may hold besides letters, digits and dots: RFC 5322's `atext`
+/// without `%` and `!`.
+const LOCAL_PUNCTUATION: &[u8] = b"#$&'*+-/=?^_`{|}~";
+
+/// Reads `address` as a plain `local@domain`: the local part, and the domain in lower case. `Err`
+/// says what is wrong, as the end of a sentence starting with the address.
+fn parse_email_address(address: &str) -> Result<(&str, String), String> {
+    if !address.is_ascii() {
+        return Err(
+            "which contains non-ASCII characters (a look-alike of an allowed domain is refused)"
+                .into(),
+        );
+    }
+    if address
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(
+            "which contains whitespace or control characters; only a plain address local@domain is accepted"
+                .into(),
+        );
+    }
+    if address.len() > 254 {
+        return Err("which is longer than 254 characters".into());
+    }
+    if address.contains(['(', ')']) {
+        return Err("which contains a comment in parentheses; comments are not accepted".into());
+    }
+    let (local, domain) = match address.split_once('@') {
+        None => return Err("which is not an e-mail address (it has no '@')".into()),
+        Some((_, rest)) if rest.contains('@') => {
+            return Err(
+                "which has more than one '@'; only a plain address local@domain is accepted".into(),
+            );
+        }
+        Some(parts) => parts,
+    };
+    if local.contains('"') {
+        return Err("whose local part is quoted; only an unquoted local part is accepted".into());
+    }
+    if local.contains('%') {
+        return Err(
+            "whose local part contains '%', which some mail servers route to another domain".into(),
+        );
+    }
+    if local.contains('!') {
+        return Err(
+            "whose local part contains '!', which some mail servers route to another host (a bang path)"
+                .into(),
+        );
+    }
+    if local.is_empty() {
+        return Err("whose local part (before the '@') is empty".into());
+    }
+    if local.split('.').any(str::is_empty) {
+        return Err("whose local part begins or ends with a dot or has two dots in a row".into());
+    }
+    if let Some(c) = local.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || *c == '.' || LOCAL_PUNCTUATION.contains(&(*c as u8)))
+    }) {
+        return Err(format!(
+            "whose local part contains {c:?}, which a plain address does not have"
+        ));
+    }
+    if local.len() > 64 {
+        return Err("whose local part is longer than 64 characters".into());
+    }
+    let domain = domain.to_ascii_lowercase();
+    match domain_problem(&domain) {
+        Some(why) => Err(format!("whose domain {why}")),
+        None => Ok((local, domain)),
+    }
 }
 
 fn email_domain_allowed(p: &str, address: &str, domains: &[String]) -> Result<(), String> {
     let shown = show(&Value::String(address.to_owned()));
-    if !address.is_ascii() {
-        return Err(format!(
-            "{p} is {shown}, which contains non-ASCII characters (a look-alike of an allowed domain is refused)"
-        ));
-    }
-    let Some((local, domain)) = address.rsplit_once('@') else {
-        return Err(format!("{p} is {shown}, which is not an e-mail address"));
-    };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
-    let domain = domain.to_ascii_lowercase();
-    if !local_ok || !is_ascii_domain(&domain) {
-        return Err(format!(
-            "{p} is {shown}, which is not a plain e-mail address"
-        ));
-    }
+    let (_, domain) =
+        parse_email_address(address).map_err(|why| format!("{p} is {shown}, {why}"))?;
     let allowed = domains.iter().any(|d| match d.strip_prefix("*.") {
         Some(parent) => domain
             .strip_suffix(parent)
@@ -437,7 +594,7 @@ mod tests {
             (
                 c("/amount", json!({"rule": "at_most", "value": 500})),
                 json!({"amount": 500.000001}),
-                Some("at most 500"),
+                Some("amount 500.000001 is above the grant's maximum 500"),
             ),
             (
                 c("/amount", json!({"rule": "at_most", "value": 500})),
@@ -457,7 +614,7 @@ mod tests {
             (
                 c("/amount", json!({"rule": "at_most", "value": 500})),
                 json!({"amount": 1e300}),
-                Some("at most 500"),
+                Some("amount 1e+300 is above the grant's maximum 500"),
             ),
             (
                 c("/amount", json!({"rule": "at_most", "value": 500})),
@@ -467,12 +624,12 @@ mod tests {
             (
                 c("/amount", json!({"rule": "at_most", "value": 500})),
                 json!({"amount": 18446744073709551615u64}),
-                Some("at most"),
+                Some("is above the grant's maximum 500"),
             ),
             (
                 c("/amount", json!({"rule": "at_least", "value": 0})),
                 json!({"amount": -0.000001}),
-                Some("at least 0"),
+                Some("amount -0.000001 is below the grant's minimum 0"),
             ),
             (
                 c("/amount", json!({"rule": "at_least", "value": 0})),
@@ -549,7 +706,7 @@ mod tests {
                     json!({"rule": "email_domain_in", "domains": ["example.com"]}),
                 ),
                 json!({"to": "evil@x.io <bob@example.com>"}),
-                Some("not a plain"),
+                Some("contains whitespace"),
             ),
             (
                 c(
@@ -557,7 +714,7 @@ mod tests {
                     json!({"rule": "email_domain_in", "domains": ["example.com"]}),
                 ),
                 json!({"to": "bob@example.com@evil.io"}),
-                Some("not"),
+                Some("more than one '@'"),
             ),
             (
                 c(
@@ -681,6 +838,410 @@ mod tests {
         }
     }
 
+    /// Each row: the rule, the value of `/amount_cents`, and `None` (allowed) or the exact
+    /// denial.
+    #[test]
+    fn numeric_bounds() {
+        let range = |min: Value, max: Value| {
+            let mut rule = json!({"rule": "range"});
+            if !min.is_null() {
+                rule["min"] = min;
+            }
+            if !max.is_null() {
+                rule["max"] = max;
+            }
+            rule
+        };
+        let cases: Vec<(Value, Value, Option<&str>)> = vec![
+            (
+                range(json!(0), json!(500000)),
+                json!(-5000000),
+                Some("amount_cents -5000000 is below the grant's minimum 0"),
+            ),
+            (range(json!(0), json!(500000)), json!(0), None),
+            (range(json!(0), json!(500000)), json!(500000), None),
+            (
+                range(json!(0), json!(500000)),
+                json!(500001),
+                Some("amount_cents 500001 is above the grant's maximum 500000"),
+            ),
+            (
+                range(json!(1), json!(500000)),
+                json!(0),
+                Some("amount_cents 0 is below the grant's minimum 1"),
+            ),
+            (range(json!(1), json!(500000)), json!(1), None),
+            (
+                range(json!(0), Value::Null),
+                json!(-0.000001),
+                Some("amount_cents -0.000001 is below the grant's minimum 0"),
+            ),
+            (
+                range(json!(0), Value::Null),
+                json!(-1e300),
+                Some("amount_cents -1e+300 is below the grant's minimum 0"),
+            ),
+            (range(json!(0), Value::Null), json!(1e300), None),
+            (
+                range(json!(0.01), Value::Null),
+                json!(0.009),
+                Some("amount_cents 0.009 is below the grant's minimum 0.01"),
+            ),
+            (
+                range(json!(0), json!(500000)),
+                json!(i64::MIN),
+                Some("amount_cents -9223372036854775808 is below the grant's minimum 0"),
+            ),
+            (
+                range(json!(0), json!(500000)),
+                json!(u64::MAX),
+                Some("amount_cents 18446744073709551615 is above the grant's maximum 500000"),
+            ),
+            (range(json!(-10), json!(-1)), json!(-5), None),
+            (
+                range(json!(-10), json!(-1)),
+                json!(0),
+                Some("amount_cents 0 is above the grant's maximum -1"),
+            ),
+            (range(json!(5), json!(5)), json!(5.0), None),
+            // An upper bound alone lets a negative number through: that is what `min` is for.
+            (range(Value::Null, json!(500000)), json!(-5000000), None),
+            (
+                json!({"rule": "at_most", "value": 500000}),
+                json!(-5000000),
+                None,
+            ),
+            (
+                json!({"rule": "at_most", "value": 500}),
+                json!(501),
+                Some("amount_cents 501 is above the grant's maximum 500"),
+            ),
+            (
+                json!({"rule": "at_least", "value": 0}),
+                json!(-5000000),
+                Some("amount_cents -5000000 is below the grant's minimum 0"),
+            ),
+            (
+                range(json!(0), json!(5)),
+                json!("3"),
+                Some("/amount_cents must be a number, but it is text"),
+            ),
+            (
+                range(json!(0), json!(5)),
+                Value::Null,
+                Some("/amount_cents must be a number, but it is null"),
+            ),
+            (
+                range(json!(0), json!(5)),
+                json!([1]),
+                Some("/amount_cents must be a number, but it is a list"),
+            ),
+        ];
+        for (i, (rule, amount, expected)) in cases.into_iter().enumerate() {
+            let constraint = c("/amount_cents", rule);
+            constraint.validate().unwrap();
+            let got = constraint.check(&json!({"amount_cents": amount}));
+            assert_eq!(
+                got,
+                expected.map_or(Ok(()), |e| Err(e.to_owned())),
+                "case {i}: {constraint:?} on {amount}"
+            );
+        }
+        let nested = c("/payment/amount", range(json!(1), Value::Null));
+        assert_eq!(
+            nested.check(&json!({"payment": {"amount": 0}})),
+            Err("payment/amount 0 is below the grant's minimum 1".to_owned())
+        );
+    }
+
+    /// Each row: the constraint as written, and the words of its refusal.
+    #[test]
+    fn bounds_are_validated_when_the_grant_is_created() {
+        let cases = [
+            (
+                json!({"pointer": "/a", "rule": "range"}),
+                "constraint at /a: range needs \"min\", \"max\" or both",
+            ),
+            (
+                json!({"pointer": "/a", "rule": "range", "min": 10, "max": 1}),
+                "constraint at /a: the minimum 10 is greater than the maximum 1, so nothing would be allowed",
+            ),
+            (
+                json!({"pointer": "/a", "rule": "range", "min": 0.5, "max": 0.25}),
+                "the minimum 0.5 is greater than the maximum 0.25",
+            ),
+        ];
+        for (written, words) in cases {
+            let constraint: Constraint = serde_json::from_value(written.clone()).unwrap();
+            let err = constraint.validate().unwrap_err().to_string();
+            assert!(err.contains(words), "{written}: {err}");
+        }
+        // Refused as they are read: a bound as text, an unknown field, `value` on a range.
+        for written in [
+            json!({"pointer": "/a", "rule": "range", "min": "0"}),
+            json!({"pointer": "/a", "rule": "range", "min": 0, "maximum": 5}),
+            json!({"pointer": "/a", "rule": "range", "value": 5}),
+        ] {
+            let err = serde_json::from_value::<Constraint>(written.clone()).unwrap_err();
+            assert!(
+                err.to_string().contains("constraint at /a"),
+                "{written}: {err}"
+            );
+        }
+        let equal = c("/a", json!({"rule": "range", "min": 5, "max": 5.0}));
+        assert!(equal.validate().is_ok());
+    }
+
+    /// Stored grants keep their meaning: the old rules read and write as before, and `range`
+    /// writes only the bounds it has.
+    #[test]
+    fn the_serialized_forms_are_stable() {
+        for written in [
+            json!({"pointer": "/a", "rule": "at_most", "value": 500}),
+            json!({"pointer": "/a", "rule": "at_least", "value": 0}),
+            json!({"pointer": "/a", "rule": "range", "min": 0, "max": 500}),
+            json!({"pointer": "/a", "rule": "range", "max": 500}),
+            json!({"pointer": "/a", "rule": "range", "min": 1}),
+            json!({"pointer": "/to", "rule": "email_domain_in", "domains": ["example.com"]}),
+        ] {
+            let constraint: Constraint = serde_json::from_value(written.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&constraint).unwrap(), written);
+        }
+        assert_eq!(
+            c("/a", json!({"rule": "range", "min": 1})).rule,
+            Rule::Range {
+                min: Some(1.into()),
+                max: None
+            }
+        );
+    }
+
+    /// Each row: an address, and `None` (accepted) or the end of the refusal, which always
+    /// begins `/to is "<address>", `.
+    #[test]
+    fn email_addresses_are_read_strictly() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_label = format!("bob@{}.com", "a".repeat(64));
+        let cases: Vec<(&str, Option<&str>)> = vec![
+            ("bob@example.com", None),
+            ("Bob.Smith@EXAMPLE.com", None),
+            ("first.last+tag@example.com", None),
+            ("o'brien@example.com", None),
+            ("a_b-c=d@example.com", None),
+            ("1234@example.com", None),
+            ("#$&'*+-/=?^_`{|}~@example.com", None),
+            (
+                "a%evil.com@example.com",
+                Some(
+                    "whose local part contains '%', which some mail servers route to another domain",
+                ),
+            ),
+            (
+                "evil.com!bob@example.com",
+                Some(
+                    "whose local part contains '!', which some mail servers route to another host (a bang path)",
+                ),
+            ),
+            (
+                "\"bob\"@example.com",
+                Some("whose local part is quoted; only an unquoted local part is accepted"),
+            ),
+            (
+                "\"bob@evil.io\"@example.com",
+                Some("which has more than one '@'; only a plain address local@domain is accepted"),
+            ),
+            (
+                "bob(comment)@example.com",
+                Some("which contains a comment in parentheses; comments are not accepted"),
+            ),
+            (
+                "bob@example.com(evil.io)",
+                Some("which contains a comment in parentheses; comments are not accepted"),
+            ),
+            (
+                "bob@example.com@evil.io",
+                Some("which has more than one '@'; only a plain address local@domain is accepted"),
+            ),
+            ("bob@@example.com", Some("which has more than one '@'")),
+            (
+                "bob",
+                Some("which is not an e-mail address (it has no '@')"),
+            ),
+            (
+                "example.com",
+                Some("which is not an e-mail address (it has no '@')"),
+            ),
+            (
+                "@example.com",
+                Some("whose local part (before the '@') is empty"),
+            ),
+            (
+                ".bob@example.com",
+                Some("whose local part begins or ends with a dot or has two dots in a row"),
+            ),
+            (
+                "bob.@example.com",
+                Some("whose local part begins or ends with a dot or has two dots in a row"),
+            ),
+            (
+                "bo..b@example.com",
+                Some("whose local part begins or ends with a dot or has two dots in a row"),
+            ),
+            (
+                "bob@.example.com",
+                Some("whose domain has an empty label (a leading, trailing or doubled dot)"),
+            ),
+            (
+                "bob@example.com.",
+                Some("whose domain has an empty label (a leading, trailing or doubled dot)"),
+            ),
+            (
+                "bob@example..com",
+                Some("whose domain has an empty label (a leading, trailing or doubled dot)"),
+            ),
+            ("bob@", Some("whose domain is empty")),
+            (
+                "bob @example.com",
+                Some(
+                    "which contains whitespace or control characters; only a plain address local@domain is accepted",
+                ),
+            ),
+            (
+                "bob@example.com\n",
+                Some("which contains whitespace or control characters"),
+            ),
+            (
+                "bob\t@example.com",
+                Some("which contains whitespace or control characters"),
+            ),
+            (
+                "Bob <bob@example.com>",
+                Some("which contains whitespace or control characters"),
+            ),
+            (
+                "<bob@example.com>",
+                Some("whose local part contains '<', which a plain address does not have"),
+            ),
+            (
+                "bob\\@example.com",
+                Some("whose local part contains '\\\\', which a plain address does not have"),
+            ),
+            (
+                "bob,alice@example.com",
+                Some("whose local part contains ',', which a plain address does not have"),
+            ),
+            (
+                "bob;x@example.com",
+                Some("whose local part contains ';', which a plain address does not have"),
+            ),
+            (
+                "bob@[93.184.216.34]",
+                Some("whose domain is an IP address literal; only domain names are accepted"),
+            ),
+            (
+                "bob@[IPv6:2001:db8::1]",
+                Some("whose domain is an IP address literal; only domain names are accepted"),
+            ),
+            (
+                "bob@93.184.216.34",
+                Some("whose domain is an IP address; only domain names are accepted"),
+            ),
+            (
+                "bob@exаmple.com",
+                Some(
+                    "which contains non-ASCII characters (a look-alike of an allowed domain is refused)",
+                ),
+            ),
+            (
+                "bøb@example.com",
+                Some(
+                    "which contains non-ASCII characters (a look-alike of an allowed domain is refused)",
+                ),
+            ),
+            (
+                "bob@exa_mple.com",
+                Some("whose domain contains '_'; a domain name has letters, digits, '-' and dots"),
+            ),
+            (
+                "bob@example.com:25",
+                Some("whose domain contains ':'; a domain name has letters, digits, '-' and dots"),
+            ),
+            (
+                "bob@-example.com",
+                Some("whose domain has a label that begins or ends with '-'"),
+            ),
+            (
+                &long_local,
+                Some("whose local part is longer than 64 characters"),
+            ),
+            (
+                &long_label,
+                Some("whose domain has a label longer than 63 characters"),
+            ),
+            (
+                "bob@evil.io",
+                Some(
+                    "whose domain evil.io is not among the allowed domains example.com, *.example.org",
+                ),
+            ),
+            (
+                "bob@example.com.evil.io",
+                Some("whose domain example.com.evil.io is not among the allowed domains"),
+            ),
+            (
+                "bob@example.org",
+                Some("whose domain example.org is not among the allowed domains"),
+            ),
+            ("bob@mail.example.org", None),
+        ];
+        assert!(cases.len() >= 25);
+        let constraint = c(
+            "/to",
+            json!({"rule": "email_domain_in", "domains": ["example.com", "*.example.org"]}),
+        );
+        constraint.validate().unwrap();
+        for (address, expected) in cases {
+            let got = constraint.check(&json!({"to": address}));
+            match (expected, &got) {
+                (None, Ok(())) => {}
+                (Some(words), Err(msg)) => {
+                    let start = format!("/to is {}, ", show(&json!(address)));
+                    assert!(
+                        msg.starts_with(&start) && msg.contains(words),
+                        "{address:?}: expected {words:?}, got {msg:?}"
+                    );
+                }
+                _ => panic!("{address:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn domain_patterns_are_domain_names() {
+        for (pattern, words) in [
+            ("Example.com", Some("not a lower-case ASCII domain")),
+            ("exаmple.com", Some("not a lower-case ASCII domain")),
+            (
+                "10.0.0.1",
+                Some("\"10.0.0.1\" is not a domain: it is an IP address"),
+            ),
+            ("*.10.0.0.1", Some("is an IP address")),
+            ("[10.0.0.1]", Some("is an IP address literal")),
+            ("example..com", Some("has an empty label")),
+            ("*.", Some("is empty")),
+            ("example.com", None),
+            ("*.example.com", None),
+            ("xn--bcher-kva.example", None),
+        ] {
+            let got = validate_domain_pattern(pattern);
+            match (words, &got) {
+                (None, Ok(())) => {}
+                (Some(w), Err(e)) if e.contains(w) => {}
+                _ => panic!("{pattern}: expected {words:?}, got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn invalid_constraints_are_refused_at_creation() {
         for bad in [
@@ -742,6 +1303,21 @@ mod tests {
             let b = serde_json::Number::from_f64(bound as f64 / 1000.0).unwrap();
             let constraint = Constraint { pointer: "/v".into(), rule: Rule::AtMost { value: b } };
             prop_assert_eq!(constraint.check(&json!({"v": v})).is_ok(), x <= bound);
+        }
+
+        /// A range allows exactly the numbers within both bounds, and a denial names the bound
+        /// that failed.
+        #[test]
+        fn range_agrees_with_exact_arithmetic(x in -1_000_000_000i64..1_000_000_000, a in -1_000_000_000i64..1_000_000_000, b in -1_000_000_000i64..1_000_000_000) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let n = |i: i64| serde_json::Number::from_f64(i as f64 / 1000.0).unwrap();
+            let constraint = Constraint { pointer: "/v".into(), rule: Rule::Range { min: Some(n(lo)), max: Some(n(hi)) } };
+            prop_assert!(constraint.validate().is_ok());
+            match constraint.check(&json!({"v": n(x)})) {
+                Ok(()) => prop_assert!(lo <= x && x <= hi),
+                Err(e) if x < lo => prop_assert!(e.contains("below the grant's minimum"), "{}", e),
+                Err(e) => prop_assert!(x > hi && e.contains("above the grant's maximum"), "{}", e),
+            }
         }
     }
 }

@@ -353,7 +353,7 @@ mod tests {
             "actions": ["payments.send", "github.*"],
             "resources": ["acme/*"],
             "constraints": [
-                {"pointer": "/amount", "rule": "at_most", "value": 500},
+                {"pointer": "/amount", "rule": "range", "min": 0.01, "max": 500},
                 {"pointer": "/to", "rule": "email_domain_in", "domains": ["example.com"]}
             ],
             "expires_at": "2030-01-01T00:00:00Z",
@@ -427,6 +427,9 @@ mod tests {
         let other = AgentId::new("other").unwrap();
         let ok = json!({"amount": 200, "to": "x@example.com"});
         let too_much = json!({"amount": 501, "to": "x@example.com"});
+        let negative = json!({"amount": -5000000, "to": "x@example.com"});
+        let zero = json!({"amount": 0, "to": "x@example.com"});
+        let routed = json!({"amount": 5, "to": "x%evil.io@example.com"});
         assert_eq!(
             g.check(&attempt(&bot, "payments.send", &ok), now, Usage::default()),
             Ok(Amount(200_000_000))
@@ -470,7 +473,22 @@ mod tests {
             (
                 attempt(&bot, "payments.send", &too_much),
                 Usage::default(),
-                "allows at most 500",
+                "amount 501 is above the grant's maximum 500",
+            ),
+            (
+                attempt(&bot, "payments.send", &negative),
+                Usage::default(),
+                "does not allow these arguments: amount -5000000 is below the grant's minimum 0.01",
+            ),
+            (
+                attempt(&bot, "payments.send", &zero),
+                Usage::default(),
+                "amount 0 is below the grant's minimum 0.01",
+            ),
+            (
+                attempt(&bot, "payments.send", &routed),
+                Usage::default(),
+                "whose local part contains '%'",
             ),
             (
                 attempt(&bot, "payments.send", &ok),

@@ -298,7 +298,12 @@ async fn grants_round_trip_and_revocation_is_immediate(db: Db) {
     .await
     .unwrap()
     .unwrap_err();
-    assert!(denied.to_string().contains("at most 500"), "{denied}");
+    assert!(
+        denied
+            .to_string()
+            .contains("amount 501 is above the grant's maximum 500"),
+        "{denied}"
+    );
 
     // A second store instance (another replica) sees the revocation on its very next check.
     let replica = identity(&db).await;

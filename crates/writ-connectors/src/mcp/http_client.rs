@@ -58,11 +58,16 @@ impl Http {
 async fn refusal(response: reqwest::Response, unauthorized: &str) -> HttpError {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
+    let full = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
         .unwrap_or(body);
-    let message: String = message.chars().take(500).collect();
+    // A cut message ends with `…`, so that a credential echoed across the cut is still found
+    // (the MCP connector's scrubber replaces a form that `…` interrupts).
+    let mut message: String = full.chars().take(500).collect();
+    if message.len() < full.len() {
+        message.push('…');
+    }
     let hint = match status {
         StatusCode::UNAUTHORIZED => unauthorized,
         StatusCode::FORBIDDEN => " (the request was refused)",

@@ -9,8 +9,9 @@
 //! after the pipeline allowed it.
 //!
 //! Credentials: environment variables and headers may name a vault credential, resolved at
-//! connection time through a [`CredentialSource`]; the agent never sees them, any echo of them in a
-//! result is replaced by `[redacted]`, and errors never carry them. A stdio server starts with an
+//! connection time through a [`CredentialSource`]; the agent never sees them, any echo of them (in
+//! any form the scrubber knows) in a result, an error, a tool's definition or a line of stderr is
+//! replaced by `[redacted]`. A stdio server starts with an
 //! empty environment plus `PATH`, `HOME`, `LANG` and `TMPDIR` and what is declared, so Writ's own
 //! secrets (such as `WRIT_MASTER_KEY`) never reach it.
 //!
@@ -46,7 +47,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use writ_vault::Secret;
 
-use crate::http::scrub;
+use crate::http::ECHOED;
+use crate::scrub::{Scrubber, Sent};
 use crate::{Call, Connector, ConnectorError, OperationInfo, Outcome, ResourceRef, ToolHints};
 
 /// `[connectors.<name>]` with `kind = "mcp"`: exactly one of `command` and `url`.
@@ -164,9 +166,9 @@ struct State {
 #[derive(Clone)]
 struct Connection {
     peer: Peer<RoleClient>,
-    /// The credentials it was made with: references, and the values to scrub.
+    /// The credentials it was made with: references, and what finds them in an answer.
     references: Option<String>,
-    secrets: Arc<Vec<Secret>>,
+    scrubber: Arc<Scrubber>,
     since: Instant,
     /// Cancelled when a call finds the transport broken: the supervisor reconnects.
     broken: CancellationToken,
@@ -319,19 +321,22 @@ impl Shared {
         self.changes.send_modify(|v| *v += 1);
     }
 
-    /// Replaces every secret of the connection in `text`.
-    fn scrubbed(&self, text: &str, secrets: &[Secret]) -> String {
-        let mut bytes = text.as_bytes().to_vec();
-        for s in secrets {
-            scrub(&mut bytes, s.expose());
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+    /// What finds the current connection's credentials (nothing, when not connected).
+    fn scrubber(&self) -> Arc<Scrubber> {
+        self.read()
+            .connection
+            .as_ref()
+            .map_or_else(|| Arc::new(Scrubber::none()), |c| c.scrubber.clone())
     }
 
-    /// The tools as operations, keeping only the offered ones with usable names.
-    fn set_tools(&self, tools: Vec<Tool>) {
+    /// The tools as operations, keeping only the offered ones with usable names. An echo of
+    /// the connection's credentials in a tool's definition is scrubbed before anyone sees it.
+    fn set_tools(&self, tools: Vec<Tool>, scrubber: &Scrubber) {
         let mut out = BTreeMap::new();
         for tool in tools {
+            let Some(tool) = scrubbed_tool(tool, scrubber, &self.name) else {
+                continue;
+            };
             let name = tool.name.to_string();
             let definition = match serde_json::to_vec(&tool) {
                 Ok(bytes) => format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
@@ -523,10 +528,11 @@ impl ClientHandler for Handler {
         match tokio::time::timeout(limit, context.peer.list_all_tools()).await {
             Ok(Ok(tools)) => {
                 tracing::info!(upstream = %shared.name, "the upstream's tools changed");
-                shared.set_tools(tools);
+                shared.set_tools(tools, &shared.scrubber());
             }
             Ok(Err(e)) => {
-                tracing::warn!(upstream = %shared.name, error = %e, "listing the upstream's changed tools failed")
+                let error = shared.scrubber().text(&e.to_string());
+                tracing::warn!(upstream = %shared.name, error = %error, "listing the upstream's changed tools failed")
             }
             Err(_) => {
                 tracing::warn!(upstream = %shared.name, "listing the upstream's changed tools timed out")
@@ -535,12 +541,13 @@ impl ClientHandler for Handler {
     }
 }
 
-/// Resolved settings: the values, the credential references used, the secrets to scrub.
+/// Resolved settings: the values, the credential references used, and each credential with the
+/// prefix it is sent after (to scrub).
 async fn resolve(
     shared: &Shared,
     settings: &BTreeMap<String, Setting>,
     references: &mut Vec<String>,
-    secrets: &mut Vec<Secret>,
+    secrets: &mut Vec<(String, Secret)>,
 ) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::with_capacity(settings.len());
     for (key, setting) in settings {
@@ -554,8 +561,12 @@ async fn resolve(
                     })?
                     .to_owned();
                 references.push(reference);
-                let value = format!("{}{text}", c.prefix);
-                secrets.push(secret);
+                let sent = Sent::Prefixed {
+                    prefix: &c.prefix,
+                    secret: text.as_bytes(),
+                };
+                let value = String::from_utf8_lossy(&sent.wire()).into_owned();
+                secrets.push((c.prefix.clone(), secret));
                 value
             }
         };
@@ -583,7 +594,16 @@ async fn connect(
         &config.headers
     };
     let values = resolve(shared, settings, &mut references, &mut secrets).await?;
-    let secrets = Arc::new(secrets);
+    let sent: Vec<Sent<'_>> = secrets
+        .iter()
+        .map(|(prefix, secret)| Sent::Prefixed {
+            prefix,
+            secret: secret.expose(),
+        })
+        .collect();
+    let scrubber = Arc::new(Scrubber::new(&sent)?);
+    drop(sent);
+    drop(secrets);
     // What a previous process wrote is not this one's.
     shared.write().stderr.clear();
     let started = match (&config.command, &config.url) {
@@ -603,7 +623,7 @@ async fn connect(
             shared.write().pid = transport.id();
             if let Some(stderr) = stderr {
                 let weak = Arc::downgrade(shared);
-                let secrets = secrets.clone();
+                let scrubber = scrubber.clone();
                 let stop = session_stop.clone();
                 tokio::spawn(async move {
                     let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -614,8 +634,7 @@ async fn connect(
                         };
                         let Ok(Some(line)) = line else { return };
                         let Some(shared) = weak.upgrade() else { return };
-                        let line: String =
-                            shared.scrubbed(&line, &secrets).chars().take(300).collect();
+                        let line: String = scrubber.text(&line).chars().take(300).collect();
                         tracing::debug!(upstream = %shared.name, line = %line, "upstream stderr");
                         let mut state = shared.write();
                         if state.stderr.len() == 20 {
@@ -658,7 +677,7 @@ async fn connect(
         Ok(Err(e)) => {
             session_stop.cancel();
             let last = shared.read().stderr.back().cloned();
-            let why = shared.scrubbed(&e.to_string(), &secrets);
+            let why = scrubber.text(&e.to_string());
             return Err(match last {
                 Some(line) => format!("initialization failed: {why} (stderr: {line})"),
                 None => format!("initialization failed: {why}"),
@@ -672,7 +691,7 @@ async fn connect(
             session_stop.cancel();
             return Err(format!(
                 "listing the tools failed: {}",
-                shared.scrubbed(&e.to_string(), &secrets)
+                scrubber.text(&e.to_string())
             ));
         }
         Err(_) => {
@@ -685,14 +704,14 @@ async fn connect(
         state.connection = Some(Connection {
             peer: service.peer().clone(),
             references: (!references.is_empty()).then(|| references.join(", ")),
-            secrets,
+            scrubber: scrubber.clone(),
             since: Instant::now(),
             broken: session_stop.clone(),
         });
         state.down = None;
         state.connects += 1;
     }
-    shared.set_tools(tools);
+    shared.set_tools(tools, &scrubber);
     Ok((service, session_stop))
 }
 
@@ -802,18 +821,23 @@ impl Connector for McpConnector {
         // Dropping the request on timeout sends `notifications/cancelled` upstream.
         let answer = tokio::time::timeout(limit, connection.peer.call_tool(params)).await;
         let elapsed = started.elapsed();
-        let secrets: &[Secret] = &connection.secrets;
+        let scrubber = &connection.scrubber;
         let result = match answer {
             Err(_) => return Err(ConnectorError::Timeout(limit)),
             Ok(Err(ServiceError::McpError(e))) => {
                 // The upstream refused the call (unknown tool, invalid params): a failure the
                 // agent should see, in the upstream's words.
-                let message = shared.scrubbed(&e.message, secrets);
+                let message = scrubber.text(&e.message);
+                let redacted = if message == e.message {
+                    Vec::new()
+                } else {
+                    vec![ECHOED.to_owned()]
+                };
                 return Ok(Outcome {
                     success: false,
                     status: None,
                     body: json!({"error": {"code": e.code.0, "message": message}}),
-                    redacted: Vec::new(),
+                    redacted,
                     elapsed,
                     credential: connection.references.clone(),
                 });
@@ -823,13 +847,13 @@ impl Connector for McpConnector {
                 return Err(ConnectorError::Transport(format!(
                     "upstream MCP server {}: {}",
                     shared.name,
-                    shared.scrubbed(&e.to_string(), secrets)
+                    scrubber.text(&e.to_string())
                 )));
             }
             Ok(Ok(result)) => result,
         };
         let success = !result.is_error.unwrap_or(false);
-        let mut raw = serde_json::to_vec(&result)
+        let raw = serde_json::to_vec(&result)
             .map_err(|e| ConnectorError::Transport(format!("the result is not JSON: {e}")))?;
         if raw.len() > shared.config.max_response_bytes {
             return Err(ConnectorError::ResponseTooLarge {
@@ -837,15 +861,10 @@ impl Connector for McpConnector {
             });
         }
         let mut redacted = Vec::new();
-        let mut echoed = false;
-        for s in secrets {
-            echoed |= scrub(&mut raw, s.expose());
-        }
+        let (body, echoed) = scrubber.response(&raw);
         if echoed {
-            redacted.push("(credential echoed by the upstream)".to_owned());
+            redacted.push(ECHOED.to_owned());
         }
-        let body = serde_json::from_slice(&raw)
-            .map_err(|e| ConnectorError::Transport(format!("the result is not JSON: {e}")))?;
         Ok(Outcome {
             success,
             status: None,
@@ -896,4 +915,15 @@ impl Connector for McpConnector {
             }),
         }
     }
+}
+
+/// `tool` with every echo of the connection's credentials replaced (in its name, description,
+/// schemas and annotations); `None` if the scrubbed definition is no longer a tool.
+fn scrubbed_tool(tool: Tool, scrubber: &Scrubber, upstream: &str) -> Option<Tool> {
+    let mut value = serde_json::to_value(&tool).ok()?;
+    if !scrubber.value(&mut value) {
+        return Some(tool);
+    }
+    tracing::warn!(upstream = %upstream, "a tool's definition echoed a credential of the connection; it was scrubbed");
+    serde_json::from_value(value).ok()
 }
