@@ -9,7 +9,7 @@ use serde_json::Value;
 
 const API_SOURCE: &str = include_str!("../src/api/mod.rs");
 /// `api::router` merges `mcp::router`: its routes are the API's too.
-const MCP_SOURCE: &str = include_str!("../src/mcp.rs");
+const MCP_SOURCE: &str = include_str!("../src/mcp/mod.rs");
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
 fn document() -> Value {
