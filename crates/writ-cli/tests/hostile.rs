@@ -18,7 +18,7 @@
 //! the failures grouped by the fix they wait for.
 //!
 //! `HOSTILE_CASE=words` runs only the cases whose name contains these words, `HOSTILE_FAMILY=mcp`
-//! only one family. The PostgreSQL run needs `WRIT_TEST_POSTGRES_URL` (under CI it must be set);
+//! only one family, and `HOSTILE_SHOW=1` prints every answer. The PostgreSQL run needs `WRIT_TEST_POSTGRES_URL` (under CI it must be set);
 //! without it that half is skipped with a reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -82,7 +82,7 @@ fn selected(case: &Case, backend: Backend) -> bool {
 async fn suite(backend: Backend, database_url: Option<String>) {
     let label = format!("{backend:?}").to_lowercase();
     let started = Instant::now();
-    let world = Arc::new(World::start(backend, database_url).await);
+    let world = Arc::new(World::start(database_url).await);
     eprintln!(
         "[{label}] world ready in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -222,6 +222,9 @@ async fn run(world: &World, case: &Case) -> Vec<String> {
 
     let mut full = String::new();
     for a in &answers {
+        if std::env::var_os("HOSTILE_SHOW").is_some() {
+            eprintln!("        {}: {} {}", case.name, a.status, short(&a.body));
+        }
         if !case.status.contains(&a.status) {
             problems.push(format!(
                 "status {} (expected {:?}): {}",

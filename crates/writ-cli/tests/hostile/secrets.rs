@@ -24,7 +24,6 @@ pub const HOSTILE: &[(&str, &str)] = &[
 /// One secret and the encodings of it that must never be seen.
 pub struct Secret {
     pub name: String,
-    pub raw: String,
     /// Text forms searched in answers, records and the log.
     needles: Vec<String>,
 }
@@ -54,7 +53,6 @@ impl Secret {
         needles.dedup();
         Secret {
             name: name.to_owned(),
-            raw: raw.to_owned(),
             needles,
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use writ_store::Database;
 
-use super::case::{Answer, Backend, Fixture, Request, parse_json};
+use super::case::{Answer, Fixture, Request, parse_json};
 use super::common::echo::EchoUpstream;
 use super::common::{Api, Config, Env, SECRET, Server};
 use super::secrets::{self, BASIC_USER, HOSTILE, Secret};
@@ -28,7 +28,6 @@ pub struct SlowServer {
 }
 
 pub struct World {
-    pub backend: Backend,
     // Fields drop in order: the server dies before its directory is removed.
     pub server: Server,
     pub env: Env,
@@ -186,7 +185,7 @@ resource = {{ type = "Recipient", id = "{{to}}", attributes = {{ domain = "examp
 impl World {
     /// Starts the server on `database_url` (SQLite in the project directory without one) and
     /// makes the people, agents, grants and tokens.
-    pub async fn start(backend: Backend, database_url: Option<String>) -> World {
+    pub async fn start(database_url: Option<String>) -> World {
         let env = Env::new(database_url.clone());
         let echo = EchoUpstream::start().await;
 
@@ -235,7 +234,6 @@ impl World {
         let mut secrets = vec![Secret::new("github-token", SECRET)];
         secrets.extend(HOSTILE.iter().map(|(n, s)| Secret::new(n, s)));
         let mut world = World {
-            backend,
             server,
             env,
             echo,
