@@ -126,7 +126,8 @@ async fn suite(backend: Backend, database_url: Option<String>) {
         }
     }
     let mut end = Vec::new();
-    let all_cases = std::env::var("HOSTILE_CASE").is_err() && std::env::var("HOSTILE_FAMILY").is_err();
+    let all_cases =
+        std::env::var("HOSTILE_CASE").is_err() && std::env::var("HOSTILE_FAMILY").is_err();
     if all_cases {
         end = final_checks(&world).await;
     }
@@ -141,13 +142,17 @@ async fn suite(backend: Backend, database_url: Option<String>) {
     }
     let mut waiting: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (c, _) in &failures {
-        let key = c
-            .since
-            .map_or_else(|| "no fix named: a regression".to_owned(), |f| format!("{f:?}"));
+        let key = c.since.map_or_else(
+            || "no fix named: a regression".to_owned(),
+            |f| format!("{f:?}"),
+        );
         waiting.entry(key).or_default().push(c.name.clone());
     }
     for (fix, names) in &waiting {
-        eprintln!("[{label}]   failing, waiting for {fix}: {}", names.join("; "));
+        eprintln!(
+            "[{label}]   failing, waiting for {fix}: {}",
+            names.join("; ")
+        );
     }
     for problem in &end {
         eprintln!("[{label}]   FAIL at the end: {problem}");
@@ -304,11 +309,7 @@ async fn run(world: &World, case: &Case) -> Vec<String> {
         if let Ok(r) = record {
             let text = r.text().await.unwrap_or_default();
             let json = serde_json::from_str(&text).ok();
-            problems.extend(world.leaks(
-                &format!("the record of {action}"),
-                &text,
-                json.as_ref(),
-            ));
+            problems.extend(world.leaks(&format!("the record of {action}"), &text, json.as_ref()));
         }
     }
     problems
@@ -339,11 +340,7 @@ async fn final_checks(world: &World) -> Vec<String> {
         }
         for line in text.lines() {
             let json = serde_json::from_str(line).ok();
-            problems.extend(world.leaks(
-                &format!("the {format} export"),
-                line,
-                json.as_ref(),
-            ));
+            problems.extend(world.leaks(&format!("the {format} export"), line, json.as_ref()));
         }
     }
     let log = std::fs::read_to_string(&world.log).unwrap_or_default();

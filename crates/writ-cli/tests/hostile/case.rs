@@ -346,13 +346,11 @@ pub fn parse(text: &str) -> Vec<Case> {
                         panic!("{}: a step is not a mapping", meta.name)
                     };
                     let (status, rest) = split(map, &["status"]);
-                    let status = status
-                        .get("status")
-                        .map(|s| {
-                            serde_yaml_ng::from_value::<Statuses>(s.clone())
-                                .expect("a status or a list of them")
-                                .list()
-                        });
+                    let status = status.get("status").map(|s| {
+                        serde_yaml_ng::from_value::<Statuses>(s.clone())
+                            .expect("a status or a list of them")
+                            .list()
+                    });
                     Step {
                         request: request(rest, &meta.name),
                         status,

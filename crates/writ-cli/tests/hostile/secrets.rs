@@ -116,10 +116,7 @@ pub fn leaks(secrets: &[Secret], what: &str, text: &str, json: Option<&Value>) -
     }
     for s in secrets {
         if let Some(form) = s.found_in(text) {
-            found.push(format!(
-                "{what} holds credential {} as {form:?}",
-                s.name
-            ));
+            found.push(format!("{what} holds credential {} as {form:?}", s.name));
             continue;
         }
         if let Some(form) = decoded.iter().find_map(|d| s.found_in(d)) {

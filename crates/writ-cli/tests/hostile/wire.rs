@@ -115,7 +115,12 @@ pub async fn slow(url: &str, kind: Tcp) -> Answer {
     match kind {
         Tcp::SlowHeaders => {
             let head = format!("POST /v1/actions HTTP/1.1\r\nHost: {h}\r\n");
-            trickle(url, head.as_bytes(), b"X-Trickle: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await
+            trickle(
+                url,
+                head.as_bytes(),
+                b"X-Trickle: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            )
+            .await
         }
         Tcp::SlowBody => {
             let head = format!(
@@ -143,7 +148,10 @@ pub async fn slow(url: &str, kind: Tcp) -> Answer {
             .is_ok();
             let first = status_of(&got);
             if first != 200 {
-                return answer(first, format!("the request itself was not answered: {first}"));
+                return answer(
+                    first,
+                    format!("the request itself was not answered: {first}"),
+                );
             }
             if closed {
                 answer(
@@ -196,8 +204,5 @@ async fn connections(url: &str) -> Answer {
         200 => "held, then served",
         _ => "refused",
     };
-    answer(
-        status,
-        format!("{how} after {:.2} s", took.as_secs_f64()),
-    )
+    answer(status, format!("{how} after {:.2} s", took.as_secs_f64()))
 }

@@ -102,9 +102,8 @@ fn echo_connector(url: &str) -> (String, Vec<String>) {
         ),
     ];
     let form_args = r#"args_schema = { type = "object", required = ["form"], properties = { form = { type = "string" }, note = { type = "string" } }, additionalProperties = false }"#;
-    let mut toml = format!(
-        "\n[connectors.echo]\nkind = \"http\"\nbase_url = \"{url}\"\ntimeout_ms = 2000\n"
-    );
+    let mut toml =
+        format!("\n[connectors.echo]\nkind = \"http\"\nbase_url = \"{url}\"\ntimeout_ms = 2000\n");
     let mut ops = Vec::new();
     for (mode, inject) in &modes {
         for (name, _) in HOSTILE {
@@ -193,7 +192,10 @@ impl World {
         // under test), without office hours (time of day must not decide a case), plus the
         // suite's own actions and policies.
         env.init_with_secret(|github| github);
-        for file in ["policies/office-hours.cedar", "policies/tests/office-hours.yaml"] {
+        for file in [
+            "policies/office-hours.cedar",
+            "policies/tests/office-hours.yaml",
+        ] {
             let _ = std::fs::remove_file(env.path(file));
         }
         let (echo_toml, echo_ops) = echo_connector(&echo.url);
@@ -308,31 +310,85 @@ impl World {
         let expiring = Instant::now();
         let alice = self.var("key.alice");
         let grants: Vec<(&str, &str, Value)> = vec![
-            ("expired", "alice", json!({"agent": "helper", "actions": ["github.*"], "expires_in": 1})),
-            ("broad", "alice", json!({"agent": "helper", "actions": ["github.*"]})),
-            ("narrow", "alice", json!({"agent": "helper", "actions": ["github.create_issue"]})),
-            ("titled", "alice", json!({"agent": "helper", "actions": ["github.create_issue"],
-                "constraints": [{"pointer": "/title", "rule": "glob", "pattern": "bug: *"}]})),
-            ("scoped", "alice", json!({"agent": "helper", "actions": ["github.*"], "resources": ["acme/other"]})),
-            ("echo", "alice", json!({"agent": "helper", "actions": ["echo.*"]})),
-            ("pay", "alice", json!({"agent": "helper", "actions": ["payments.create_payment"],
-                "constraints": [{"pointer": "/amount_cents", "rule": "at_most", "value": 500000}]})),
-            ("pay_both", "alice", json!({"agent": "helper", "actions": ["payments.create_payment"],
+            (
+                "expired",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.*"], "expires_in": 1}),
+            ),
+            (
+                "broad",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.*"]}),
+            ),
+            (
+                "narrow",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.create_issue"]}),
+            ),
+            (
+                "titled",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.create_issue"],
+                "constraints": [{"pointer": "/title", "rule": "glob", "pattern": "bug: *"}]}),
+            ),
+            (
+                "scoped",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.*"], "resources": ["acme/other"]}),
+            ),
+            (
+                "echo",
+                "alice",
+                json!({"agent": "helper", "actions": ["echo.*"]}),
+            ),
+            (
+                "pay",
+                "alice",
+                json!({"agent": "helper", "actions": ["payments.create_payment"],
+                "constraints": [{"pointer": "/amount_cents", "rule": "at_most", "value": 500000}]}),
+            ),
+            (
+                "pay_both",
+                "alice",
+                json!({"agent": "helper", "actions": ["payments.create_payment"],
                 "constraints": [{"pointer": "/amount_cents", "rule": "at_least", "value": 1},
-                                {"pointer": "/amount_cents", "rule": "at_most", "value": 500000}]})),
-            ("mail", "alice", json!({"agent": "helper", "actions": ["mail.send"],
-                "constraints": [{"pointer": "/to", "rule": "email_domain_in", "domains": ["example.com"]}]})),
-            ("revoked", "alice", json!({"agent": "helper", "actions": ["github.*"]})),
-            ("once", "alice", json!({"agent": "helper", "actions": ["github.create_issue"], "max_uses": 1})),
-            ("mal", "mallory", json!({"agent": "intruder", "actions": ["github.*"]})),
+                                {"pointer": "/amount_cents", "rule": "at_most", "value": 500000}]}),
+            ),
+            (
+                "mail",
+                "alice",
+                json!({"agent": "helper", "actions": ["mail.send"],
+                "constraints": [{"pointer": "/to", "rule": "email_domain_in", "domains": ["example.com"]}]}),
+            ),
+            (
+                "revoked",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.*"]}),
+            ),
+            (
+                "once",
+                "alice",
+                json!({"agent": "helper", "actions": ["github.create_issue"], "max_uses": 1}),
+            ),
+            (
+                "mal",
+                "mallory",
+                json!({"agent": "intruder", "actions": ["github.*"]}),
+            ),
             // An admin may lend a user's authority to any agent: alice's, to bob's agent.
-            ("cross", "admin", json!({"user": "alice", "agent": "bobs-agent", "actions": ["github.*"]})),
+            (
+                "cross",
+                "admin",
+                json!({"user": "alice", "agent": "bobs-agent", "actions": ["github.*"]}),
+            ),
         ];
         for (name, by, body) in grants {
             let key = self.var(&format!("key.{by}"));
             let v = self.setup_call("/v1/grants", &key, body, 201).await;
-            self.vars
-                .insert(format!("grant.{name}"), v["id"].as_str().unwrap().to_owned());
+            self.vars.insert(
+                format!("grant.{name}"),
+                v["id"].as_str().unwrap().to_owned(),
+            );
         }
         for (name, user, agent) in [
             ("broad", "alice", "helper"),
@@ -359,11 +415,20 @@ impl World {
         // A token narrowed, at the exchange, to one action of its grant (RFC 9396
         // `authorization_details.actions`).
         let form = [
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+            ),
             ("subject_token", alice.clone()),
-            ("subject_token_type", "urn:writ:params:oauth:token-type:api-key".to_owned()),
+            (
+                "subject_token_type",
+                "urn:writ:params:oauth:token-type:api-key".to_owned(),
+            ),
             ("actor_token", self.var("agent.helper")),
-            ("actor_token_type", "urn:writ:params:oauth:token-type:api-key".to_owned()),
+            (
+                "actor_token_type",
+                "urn:writ:params:oauth:token-type:api-key".to_owned(),
+            ),
             (
                 "authorization_details",
                 json!([{"type": "writ_grant", "grant_id": self.var("grant.broad"),
@@ -383,31 +448,55 @@ impl World {
             .unwrap();
         self.vars.insert(
             "tok.merge_only".into(),
-            v["access_token"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned(),
+            v["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{v}"))
+                .to_owned(),
         );
         let revoked = self.var("grant.revoked");
-        self.setup_call(&format!("/v1/grants/{revoked}/revoke"), &alice, json!({}), 200)
-            .await;
+        self.setup_call(
+            &format!("/v1/grants/{revoked}/revoke"),
+            &alice,
+            json!({}),
+            200,
+        )
+        .await;
         // Actions that exist before any case: helper's issue, intruder's issue, and a merge of
         // helper's waiting for a maintainer.
         let issue = |title: &str| json!({"connector": "github", "operation": "create_issue", "args": {"title": title}});
         let v = self
-            .setup_call("/v1/actions", &self.var("tok.broad"), issue("helper's issue"), 200)
+            .setup_call(
+                "/v1/actions",
+                &self.var("tok.broad"),
+                issue("helper's issue"),
+                200,
+            )
             .await;
-        self.vars
-            .insert("action.helper".into(), v["action_id"].as_str().unwrap().to_owned());
+        self.vars.insert(
+            "action.helper".into(),
+            v["action_id"].as_str().unwrap().to_owned(),
+        );
         let v = self
-            .setup_call("/v1/actions", &self.var("tok.mal"), issue("intruder's issue"), 200)
+            .setup_call(
+                "/v1/actions",
+                &self.var("tok.mal"),
+                issue("intruder's issue"),
+                200,
+            )
             .await;
-        self.vars
-            .insert("action.mal".into(), v["action_id"].as_str().unwrap().to_owned());
+        self.vars.insert(
+            "action.mal".into(),
+            v["action_id"].as_str().unwrap().to_owned(),
+        );
         let merge = json!({"connector": "github", "operation": "merge_pull_request",
             "args": {"pull_number": 1, "base": "main"}, "intent": "a pending fixture"});
         let v = self
             .setup_call("/v1/actions", &self.var("tok.broad"), merge, 202)
             .await;
-        self.vars
-            .insert("action.pending".into(), v["action_id"].as_str().unwrap().to_owned());
+        self.vars.insert(
+            "action.pending".into(),
+            v["action_id"].as_str().unwrap().to_owned(),
+        );
         self.vars.insert(
             "approval.fixed".into(),
             v["approval"]["id"].as_str().unwrap().to_owned(),
@@ -415,8 +504,10 @@ impl World {
         // Texts too long to write in the table.
         self.vars.insert("text.5k".into(), "x".repeat(5000));
         self.vars.insert("text.64k".into(), "y".repeat(64 * 1024));
-        self.vars
-            .insert("text.deep".into(), format!("{}{}", "[".repeat(300), "]".repeat(300)));
+        self.vars.insert(
+            "text.deep".into(),
+            format!("{}{}", "[".repeat(300), "]".repeat(300)),
+        );
         let forged = forge::tokens(
             &self.env.path("data"),
             &self.var("tok.broad"),
@@ -475,9 +566,11 @@ impl World {
         };
         let (token, body) = match f {
             Fixture::PendingMerge => pending(self.var("tok.broad"), None, n),
-            Fixture::PendingCross => {
-                pending(self.var("agent.bobs-agent"), Some(self.var("grant.cross")), n)
-            }
+            Fixture::PendingCross => pending(
+                self.var("agent.bobs-agent"),
+                Some(self.var("grant.cross")),
+                n,
+            ),
             Fixture::PendingShort => (
                 self.var("tok.echo"),
                 json!({"connector": "echo", "operation": "gated", "args": {"note": format!("short {n}")}}),
@@ -588,9 +681,7 @@ impl World {
             }
             req.send()
         };
-        let resp = post(initialize(), None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = post(initialize(), None).await.map_err(|e| e.to_string())?;
         let session = resp
             .headers()
             .get("mcp-session-id")
@@ -760,7 +851,9 @@ impl World {
             return Ok(vec![wire::slow(url, kind).await]);
         }
         if let Some(bytes) = &r.wire {
-            return Ok(vec![wire::raw(&self.server.url, x(bytes)?.as_bytes()).await]);
+            return Ok(vec![
+                wire::raw(&self.server.url, x(bytes)?.as_bytes()).await,
+            ]);
         }
 
         let (method, path) = match (&r.req, &r.mcp) {
@@ -773,8 +866,7 @@ impl World {
             (None, Some(_)) => ("POST".to_owned(), "/mcp".to_owned()),
             (None, None) => return Err("nothing to send".into()),
         };
-        let method =
-            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut body: Option<Vec<u8>> = None;
         let mut content_type: Option<String> = None;
