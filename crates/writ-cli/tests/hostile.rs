@@ -26,6 +26,10 @@ mod common;
 
 #[path = "hostile/case.rs"]
 mod case;
+#[path = "hostile/client.rs"]
+mod client;
+#[path = "hostile/config.rs"]
+mod config;
 #[path = "hostile/forge.rs"]
 mod forge;
 #[path = "hostile/secrets.rs"]
@@ -54,8 +58,12 @@ async fn hostile_postgres() {
     let Some(pg) = common::PgSchema::create("writ_hostile").await else {
         return;
     };
-    suite(Backend::Postgres, Some(pg.url.clone())).await;
+    // The schema goes whatever the outcome; then the outcome is the test's.
+    let outcome = tokio::spawn(suite(Backend::Postgres, Some(pg.url.clone()))).await;
     pg.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// The cases as data: at least 100, every family covered.
