@@ -3,6 +3,8 @@
 //! commands, the server process and a client for its JSON API.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod echo;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -296,14 +298,33 @@ impl Env {
     /// [`Env::serve_with_env`] on a given address (for a test that must know the URL before
     /// the server starts).
     pub fn serve_at(&self, listen: &str, args: &[&str], vars: &[(&str, &str)]) -> Server {
+        self.serve_to(listen, args, vars, Stdio::inherit())
+    }
+
+    /// [`Env::serve_with_env`] with the server's log (its standard error, `WRIT_LOG=info`)
+    /// written to `log`, so that a test can read what the server logged.
+    pub fn serve_logged(&self, args: &[&str], vars: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        let mut vars = vars.to_vec();
+        vars.push(("WRIT_LOG", "info"));
+        self.serve_to("127.0.0.1:0", args, &vars, Stdio::from(file))
+    }
+
+    fn serve_to(
+        &self,
+        listen: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
         let mut child = self
             .writ()
             .args(["serve", "--listen", listen])
             .args(args)
-            .envs(vars.iter().copied())
             .env("WRIT_LOG", "warn")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
