@@ -175,7 +175,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let issuer = TokenIssuer::new(public_url.clone(), "writ", token_key);
+    let mut issuer = TokenIssuer::new(public_url.clone(), "writ", token_key);
+    issuer.ttl_secs = i64::try_from(config.identity.token_ttl_secs).unwrap_or(900);
 
     // First start: an admin, whose key is printed once.
     let first_admin = if db.users().await?.is_empty() {

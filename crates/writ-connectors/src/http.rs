@@ -411,7 +411,7 @@ impl Connector for HttpConnector {
             .collect();
         if problems.is_empty() {
             for name in &op.path_args {
-                if let Err(e) = fill(&format!("{{{name}}}"), args, false) {
+                if let Err(e) = fill(&format!("{{{name}}}"), args, true) {
                     problems.push(e);
                 }
             }

@@ -287,9 +287,12 @@ async fn path_arguments_cannot_escape_their_segment() {
         requests[0]["path"],
         "/repos/acme/..%2Fadmin%3Fx%3D1%23/pulls/1/merge"
     );
-    // A whole segment of "." or ".." would be normalised into a move up the path: refused.
+    // A whole segment of "." or ".." would be normalised into a move up the path: refused,
+    // already when the arguments are validated (before the grant is spent or policy asked).
     for owner in ["..", "."] {
         let args = json!({"owner": owner, "repo": "api", "pull_number": 1});
+        let err = c.validate("merge_pull_request", &args).unwrap_err();
+        assert!(err.to_string().contains("cannot be"), "{err}");
         let err = c
             .execute(Call {
                 operation: "merge_pull_request",

@@ -90,6 +90,14 @@ pub enum GrantDenial {
         action: String,
         allowed: String,
     },
+    #[error(
+        "the token for grant {grant} is limited to {allowed} and does not allow the action {action}"
+    )]
+    TokenAction {
+        grant: GrantId,
+        action: String,
+        allowed: String,
+    },
     #[error("grant {grant} does not cover the resource {resource} (it covers {allowed})")]
     Resource {
         grant: GrantId,

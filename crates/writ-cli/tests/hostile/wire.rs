@@ -123,8 +123,10 @@ pub async fn slow(url: &str, kind: Tcp) -> Answer {
             .await
         }
         Tcp::SlowBody => {
+            // The token endpoint reads its body before it authenticates anything (the API
+            // answers an unauthenticated request at once, without reading its body).
             let head = format!(
-                "POST /v1/actions HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{{\"connector\": \""
+                "POST /oauth/token HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\ngrant_type="
             );
             trickle(url, head.as_bytes(), b"a").await
         }

@@ -153,6 +153,7 @@ pub async fn caller(gw: &Gateway, who: Who, grant_id: Option<&str>) -> Result<Ca
                 grant: detail.grant_id.clone(),
                 auth: "delegated_token",
                 token_id: Some(claims.jti.clone()),
+                token_actions: Some(detail.actions.clone()),
                 stored_grant: Some(grant),
             })
         }
@@ -180,6 +181,7 @@ pub async fn caller(gw: &Gateway, who: Who, grant_id: Option<&str>) -> Result<Ca
                 grant: grant_id,
                 auth: "agent_key",
                 token_id: None,
+                token_actions: None,
                 stored_grant: Some(grant),
             })
         }

@@ -155,6 +155,7 @@ pub async fn decide(
             .map_err(|e| Error::internal(e.to_string()))?,
         auth: "approval",
         token_id: None,
+        token_actions: None,
         stored_grant: None,
     };
     let args = action

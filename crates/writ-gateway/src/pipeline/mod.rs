@@ -51,6 +51,9 @@ pub struct Caller {
     pub auth: &'static str,
     /// The delegated token's id, when there is one.
     pub token_id: Option<String>,
+    /// The actions a delegated token was narrowed to (a subset of its grant's), when there is
+    /// one: the action must be among them as well as the grant's.
+    pub token_actions: Option<Vec<String>>,
     /// The grant as authentication read it, so that the pipeline does not read it again.
     pub stored_grant: Option<writ_store::identity::StoredGrant>,
 }
@@ -72,6 +75,26 @@ pub struct ActionRequest {
     /// With an agent API key: the grant the action is made under (a delegated token names it).
     #[serde(default)]
     pub grant_id: Option<String>,
+}
+
+impl Caller {
+    /// Refuses an action outside the actions the caller's token was narrowed to.
+    pub fn token_allows(&self, action: &str) -> Result<(), writ_identity::GrantDenial> {
+        match &self.token_actions {
+            Some(patterns)
+                if !patterns
+                    .iter()
+                    .any(|p| writ_identity::grant::action_matches(p, action)) =>
+            {
+                Err(writ_identity::GrantDenial::TokenAction {
+                    grant: self.grant.clone(),
+                    action: action.to_owned(),
+                    allowed: patterns.join(", "),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn empty_object() -> Value {

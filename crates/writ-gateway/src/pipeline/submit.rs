@@ -73,9 +73,11 @@ pub async fn submit(
     };
     let action_name = subject.action_name();
     let attempt = subject.attempt(caller, &action_name);
-    let grant_check = stored_grant
-        .grant
-        .check(&attempt, draft.now, stored_grant.usage);
+    let grant_check = caller.token_allows(&action_name).and_then(|()| {
+        stored_grant
+            .grant
+            .check(&attempt, draft.now, stored_grant.usage)
+    });
     // Then policy. A candidate bundle in shadow mode is evaluated beside the live one; only the
     // live verdict takes effect, a disagreement is recorded with the evaluation.
     let mut shadow_note = None;

@@ -134,10 +134,10 @@ impl ServerHandler for WritMcp {
         for (name, connector) in &self.gw.connectors {
             for op in connector.operations() {
                 let tool_name = format!("{name}.{}", op.name);
-                if !patterns
+                let granted = patterns
                     .iter()
-                    .any(|p| writ_identity::grant::action_matches(p, &tool_name))
-                {
+                    .any(|p| writ_identity::grant::action_matches(p, &tool_name));
+                if !granted || caller.token_allows(&tool_name).is_err() {
                     continue;
                 }
                 let schema = match op.args_schema {
