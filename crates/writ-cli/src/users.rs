@@ -9,7 +9,7 @@ use writ_identity::UserId;
 use writ_identity::apikey::{self, KeyKind};
 use writ_identity::password::Password;
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
-use writ_store::passwords::{self, Authority};
+use writ_gateway::auth::passwords::{self, Authority};
 
 use crate::Global;
 use crate::identity::{open, print};

@@ -6,8 +6,10 @@
 //! background work; [`config`] reads `writ.toml`; [`error`] is the one error every face maps to
 //! its protocol; [`oidc_sign_in`] signs people in with an OpenID Connect issuer; [`ocsf`] maps
 //! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
-//! [`examples`] is the built-in policy bundle.
+//! [`examples`] is the built-in policy bundle; [`auth`] is the token exchange, the grant check
+//! with its spend, and console passwords over the identity rows `writ-store` keeps.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod examples;

@@ -20,7 +20,7 @@ use writ_identity::apikey::{KeyKind, parse_presented};
 use writ_identity::password::Password;
 use writ_identity::{AgentId, GrantId, GrantSpec, UserId};
 use writ_store::identity::{AgentRecord, ApiKeyRecord, GrantFilter, KeySubject, UserRecord};
-use writ_store::passwords::{self, Authority, PasswordChangeError};
+use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
 use writ_store::{ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, EntryFilter};
 
 use writ_gateway::Gateway;
@@ -1403,7 +1403,7 @@ async fn token(State(gw): State<Arc<Gateway>>, RawBody(body): RawBody) -> Respon
         Ok(r) => r,
         Err(e) => return oauth_error(e),
     };
-    match writ_store::identity::exchange_token(
+    match writ_gateway::auth::exchange_token(
         gw.db.as_ref(),
         &gw.issuer,
         &request,

@@ -26,7 +26,6 @@ pub mod identity;
 mod identity_postgres;
 mod identity_sqlite;
 mod migrate;
-pub mod passwords;
 pub mod postgres;
 mod sequencer;
 pub mod sessions;
@@ -37,7 +36,7 @@ pub use actions::{
     ActionFilter, ActionRow, ActionState, ActionStore, ApprovalRow, ApprovalState, Change,
     Decision, DecisionRow,
 };
-pub use identity::{IdentityStore, use_grant};
+pub use identity::IdentityStore;
 pub use sessions::{SessionRecord, SessionStore};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify_log};
 
