@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use writ_core::Timestamp;
+use writ_gateway::auth::passwords::{self, Authority};
 use writ_identity::UserId;
 use writ_identity::apikey::{self, KeyKind};
 use writ_identity::password::Password;
 use writ_store::identity::{ApiKeyRecord, KeySubject, UserRecord};
-use writ_gateway::auth::passwords::{self, Authority};
 
 use crate::Global;
 use crate::identity::{open, print};

@@ -16,11 +16,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use writ_core::{ActionId, EntryKind, NewEntry, Timestamp};
+use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
 use writ_identity::apikey::{KeyKind, parse_presented};
 use writ_identity::password::Password;
 use writ_identity::{AgentId, GrantId, GrantSpec, UserId};
 use writ_store::identity::{AgentRecord, ApiKeyRecord, GrantFilter, KeySubject, UserRecord};
-use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
 use writ_store::{ActionFilter, ActionRow, ActionState, ApprovalRow, ApprovalState, EntryFilter};
 
 use writ_gateway::Gateway;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use writ_core::Timestamp;
 
-use crate::grant::action_matches;
 use crate::base64url::b64;
+use crate::grant::action_matches;
 use crate::jws::{self, ed25519_thumbprint};
 use crate::{AgentId, Grant, GrantId, UserId};
 

@@ -405,11 +405,17 @@ pub(crate) const INSERT_APPROVAL: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 );
 
-pub(crate) const APPROVAL_BY_ID: &str =
-    concat!("SELECT ", approval_columns!(), " FROM approvals WHERE id = $1");
+pub(crate) const APPROVAL_BY_ID: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE id = $1"
+);
 
-pub(crate) const APPROVAL_BY_ACTION: &str =
-    concat!("SELECT ", approval_columns!(), " FROM approvals WHERE action_id = $1");
+pub(crate) const APPROVAL_BY_ACTION: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE action_id = $1"
+);
 
 /// Refused (nothing inserted) when the approver already decided.
 pub(crate) const INSERT_DECISION: &str =

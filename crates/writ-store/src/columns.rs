@@ -21,9 +21,9 @@ pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
 
 /// Reads a 32-byte hash column.
 pub(crate) fn to_hash(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
-    let array: [u8; 32] = bytes.try_into().map_err(|_| {
-        StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len()))
-    })?;
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len())))?;
     Ok(Hash(array))
 }
 

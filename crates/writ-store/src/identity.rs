@@ -446,11 +446,14 @@ pub(crate) fn check_retire(
         .map_err(|e| StoreError::InvalidRequest(e.to_string()))
 }
 
-/// The sealed bytes of a live version from its row (`master_key_id, wrapped_key, ciphertext`),
-/// if there is one.
+/// The columns `master_key_id, wrapped_key, ciphertext` of a credential version (the sealed
+/// bytes are gone once it is retired).
+pub(crate) type SealedRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The sealed bytes of a live version from its row, if there is one.
 pub(crate) fn sealed_row(
     reference: &CredentialRef,
-    row: Option<(String, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    row: Option<SealedRow>,
 ) -> Result<Option<SealedCredential>, StoreError> {
     match row {
         None => Ok(None),
@@ -539,11 +542,17 @@ pub(crate) const ADD_AGENT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6)"
 );
 
-pub(crate) const AGENT_BY_ID: &str =
-    concat!("SELECT ", agent_columns!(), " FROM identity_agents WHERE id = $1");
+pub(crate) const AGENT_BY_ID: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM identity_agents WHERE id = $1"
+);
 
-pub(crate) const AGENTS: &str =
-    concat!("SELECT ", agent_columns!(), " FROM identity_agents ORDER BY id");
+pub(crate) const AGENTS: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM identity_agents ORDER BY id"
+);
 
 /// Replaces agent `$1`'s public key with `$2` and moves its key generation on.
 pub(crate) const SET_AGENT_KEY: &str =
@@ -580,8 +589,11 @@ macro_rules! grant_columns {
 }
 pub(crate) const GRANT_COLUMNS: &str = grant_columns!();
 
-pub(crate) const GRANT_BY_ID: &str =
-    concat!("SELECT ", grant_columns!(), " FROM identity_grants WHERE id = $1");
+pub(crate) const GRANT_BY_ID: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM identity_grants WHERE id = $1"
+);
 
 pub(crate) const REVOKE_GRANT: &str =
     "UPDATE identity_grants SET revoked_us = $2 WHERE id = $1 AND revoked_us IS NULL";

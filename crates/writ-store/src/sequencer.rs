@@ -89,7 +89,10 @@ pub(crate) const MAX_BATCH_ENTRIES: usize = 8192;
 
 /// One group commit's jobs: `first`, and whatever else is already waiting (`next` answers
 /// without blocking), up to [`MAX_BATCH_ENTRIES`] entries.
-pub(crate) fn gather(first: AppendJob, mut next: impl FnMut() -> Option<AppendJob>) -> Vec<AppendJob> {
+pub(crate) fn gather(
+    first: AppendJob,
+    mut next: impl FnMut() -> Option<AppendJob>,
+) -> Vec<AppendJob> {
     let mut queued = first.entries.len();
     let mut jobs = vec![first];
     while queued < MAX_BATCH_ENTRIES {
@@ -170,7 +173,10 @@ impl LogState {
         let last_time = match last_time_us {
             None => Timestamp::UNIX_EPOCH,
             Some(micros) => Timestamp::from_micros(micros).map_err(|e| {
-                StoreError::Corrupt(format!("entry {}: time {micros}: {e}", size.saturating_sub(1)))
+                StoreError::Corrupt(format!(
+                    "entry {}: time {micros}: {e}",
+                    size.saturating_sub(1)
+                ))
             })?,
         };
         Ok(LogState {

@@ -10,10 +10,10 @@ use common::{Db, Kind};
 use serde_json::json;
 use writ_core::Timestamp;
 use writ_identity::{AgentId, Amount, GrantSpec, Principal, UserId};
+use writ_store::StoreError;
 use writ_store::identity::{
     AgentRecord, ApiKeyRecord, GrantFilter, IdentityStore, KeySubject, UserRecord,
 };
-use writ_store::StoreError;
 use writ_vault::{CredentialName, CredentialRef, CredentialScope, MasterKey, Secret, VersionState};
 
 async fn identity(db: &Db) -> Arc<dyn IdentityStore> {
@@ -692,4 +692,3 @@ async fn password_rows_and_lockout(db: Db) {
     db.cleanup().await;
 }
 on_both_backends!(password_rows_and_lockout);
-

@@ -160,10 +160,7 @@ pub async fn exchange_token(
 }
 
 /// The agent's record if it exists and is enabled; otherwise the OAuth refusal.
-fn enabled(
-    record: Option<AgentRecord>,
-    agent: &AgentId,
-) -> Result<AgentRecord, OAuthError> {
+fn enabled(record: Option<AgentRecord>, agent: &AgentId) -> Result<AgentRecord, OAuthError> {
     match record {
         Some(r) if r.disabled_at.is_none() => Ok(r),
         Some(_) => Err(OAuthError::invalid_client(format!(

@@ -9,8 +9,8 @@ use crate::{Db, alice_and_bot, identity, now};
 /// once one is set) and by an operator, and sign-in that refuses unknown users, wrong passwords
 /// and a locked password alike.
 async fn password_change_and_sign_in(db: Db) {
-    use writ_identity::password::{Password, PasswordError};
     use writ_gateway::auth::passwords::{Authority, PasswordChangeError, SignIn, change, sign_in};
+    use writ_identity::password::{Password, PasswordError};
 
     let s = identity(&db).await;
     alice_and_bot(s.as_ref()).await;

@@ -11,8 +11,8 @@
 //! the API. What it adds is the browser's side of security:
 //!
 //! - **Sessions**: sign-in with a user id and password (Argon2id hashes, a lock after repeated
-//!   failures: `writ_gateway::auth::passwords`) or with a user API key creates a server-side session,
-//!   a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
+//!   failures: `writ_gateway::auth::passwords`) or with a user API key creates a server-side
+//!   session, a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
 //!   SameSite=Strict; Path=/console`, `Secure` unless the request's host is loopback). The
 //!   store keeps only the SHA-256 of the id (`writ_store::SessionStore`: a restart keeps the
 //!   session and every replica shares it), for at most [`SESSION_LIFETIME`]. Every request
@@ -1307,8 +1307,8 @@ async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    use writ_identity::password::Password;
     use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
+    use writ_identity::password::Password;
     let (who, f): (SignedIn, PasswordForm) = match c.posted(&headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,

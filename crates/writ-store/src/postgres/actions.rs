@@ -8,11 +8,11 @@ use writ_core::{ActionId, NewEntry};
 
 use super::{PgStore, db};
 use crate::actions::{
-    ACTION_BY_ID, ACTION_BY_KEY, ACTION_COLUMNS, ACTION_STATE, APPROVAL_BY_ACTION,
-    APPROVAL_BY_ID, APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore,
-    ApprovalRow, ApprovalState, Change, DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL,
-    INSERT_DECISION, RawAction, RawApproval, action_exists, decision_exists, decode_decision,
-    grant_spent, state_conflict,
+    ACTION_BY_ID, ACTION_BY_KEY, ACTION_COLUMNS, ACTION_STATE, APPROVAL_BY_ACTION, APPROVAL_BY_ID,
+    APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore, ApprovalRow,
+    ApprovalState, Change, DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL, INSERT_DECISION,
+    RawAction, RawApproval, action_exists, decision_exists, decode_decision, grant_spent,
+    state_conflict,
 };
 use crate::columns::to_json;
 use crate::identity::SPEND_GRANT;
@@ -20,7 +20,7 @@ use crate::{AppendReceipt, StoreError};
 
 /// Applies `changes` in order on the writer's transaction; the first refusal stops and is
 /// returned (the caller rolls back to its savepoint).
-pub(crate) async fn apply(
+pub(super) async fn apply(
     conn: &mut sqlx::PgConnection,
     changes: &[Change],
 ) -> Result<(), StoreError> {
@@ -29,28 +29,28 @@ pub(crate) async fn apply(
         match change {
             Change::InsertAction(a) => {
                 let n = sqlx::query(INSERT_ACTION)
-                .bind(a.id.as_str())
-                .bind(&a.agent)
-                .bind(&a.user)
-                .bind(&a.grant)
-                .bind(&a.connector)
-                .bind(&a.operation)
-                .bind(&a.action_hash)
-                .bind(&a.idempotency_key)
-                .bind(a.state.as_str())
-                .bind(to_json(&a.request, "action request")?)
-                .bind(
-                    a.result
-                        .as_ref()
-                        .map(|r| to_json(r, "action result"))
-                        .transpose()?,
-                )
-                .bind(a.created.as_micros())
-                .bind(a.updated.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                    .bind(a.id.as_str())
+                    .bind(&a.agent)
+                    .bind(&a.user)
+                    .bind(&a.grant)
+                    .bind(&a.connector)
+                    .bind(&a.operation)
+                    .bind(&a.action_hash)
+                    .bind(&a.idempotency_key)
+                    .bind(a.state.as_str())
+                    .bind(to_json(&a.request, "action request")?)
+                    .bind(
+                        a.result
+                            .as_ref()
+                            .map(|r| to_json(r, "action result"))
+                            .transpose()?,
+                    )
+                    .bind(a.created.as_micros())
+                    .bind(a.updated.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
                     return Err(action_exists(a));
                 }
@@ -82,12 +82,11 @@ pub(crate) async fn apply(
                 .map_err(db(op))?
                 .rows_affected();
                 if n == 0 {
-                    let found: Option<String> =
-                        sqlx::query_scalar(ACTION_STATE)
-                            .bind(id.as_str())
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db(op))?;
+                    let found: Option<String> = sqlx::query_scalar(ACTION_STATE)
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db(op))?;
                     return Err(state_conflict(
                         "action",
                         id.as_str(),
@@ -98,32 +97,32 @@ pub(crate) async fn apply(
             }
             Change::InsertApproval(a) => {
                 sqlx::query(INSERT_APPROVAL)
-                .bind(&a.id)
-                .bind(a.action_id.as_str())
-                .bind(&a.action_hash)
-                .bind(a.state.as_str())
-                .bind(&a.user)
-                .bind(to_json(&serde_json::json!(a.approvers), "approvers")?)
-                .bind(i64::from(a.quorum))
-                .bind(a.expires.as_micros())
-                .bind(&a.reason)
-                .bind(a.created.as_micros())
-                .bind(a.updated.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?;
+                    .bind(&a.id)
+                    .bind(a.action_id.as_str())
+                    .bind(&a.action_hash)
+                    .bind(a.state.as_str())
+                    .bind(&a.user)
+                    .bind(to_json(&serde_json::json!(a.approvers), "approvers")?)
+                    .bind(i64::from(a.quorum))
+                    .bind(a.expires.as_micros())
+                    .bind(&a.reason)
+                    .bind(a.created.as_micros())
+                    .bind(a.updated.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?;
             }
             Change::InsertDecision(d) => {
                 let n = sqlx::query(INSERT_DECISION)
-                .bind(&d.approval_id)
-                .bind(&d.approver)
-                .bind(d.decision.as_str())
-                .bind(&d.comment)
-                .bind(d.time.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                    .bind(&d.approval_id)
+                    .bind(&d.approver)
+                    .bind(d.decision.as_str())
+                    .bind(&d.comment)
+                    .bind(d.time.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
                     return Err(decision_exists(d));
                 }
@@ -136,13 +135,13 @@ pub(crate) async fn apply(
                 // PostgreSQL re-evaluates the WHERE clause on the newest row version under the
                 // row lock, so concurrent spends cannot pass the budget test on old numbers.
                 let n = sqlx::query(SPEND_GRANT)
-                .bind(grant)
-                .bind(amount_micros)
-                .bind(now.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                    .bind(grant)
+                    .bind(amount_micros)
+                    .bind(now.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
                     return Err(grant_spent(grant));
                 }
@@ -161,12 +160,11 @@ pub(crate) async fn apply(
                 .map_err(db(op))?
                 .rows_affected();
                 if n == 0 {
-                    let found: Option<String> =
-                        sqlx::query_scalar(APPROVAL_STATE)
-                            .bind(id)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db(op))?;
+                    let found: Option<String> = sqlx::query_scalar(APPROVAL_STATE)
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db(op))?;
                     return Err(state_conflict(
                         "approval",
                         id,
@@ -248,25 +246,25 @@ impl ActionStore for PgStore {
 
     async fn action(&self, id: &ActionId) -> Result<Option<ActionRow>, StoreError> {
         sqlx::query(ACTION_BY_ID)
-        .bind(id.as_str())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read action"))?
-        .as_ref()
-        .map(raw_action)
-        .transpose()
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read action"))?
+            .as_ref()
+            .map(raw_action)
+            .transpose()
     }
 
     async fn action_by_key(&self, agent: &str, key: &str) -> Result<Option<ActionRow>, StoreError> {
         sqlx::query(ACTION_BY_KEY)
-        .bind(agent)
-        .bind(key)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read action"))?
-        .as_ref()
-        .map(raw_action)
-        .transpose()
+            .bind(agent)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read action"))?
+            .as_ref()
+            .map(raw_action)
+            .transpose()
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRow>, StoreError> {
@@ -326,20 +324,20 @@ impl ActionStore for PgStore {
     async fn decisions(&self, approval_id: &str) -> Result<Vec<DecisionRow>, StoreError> {
         let op = "read decisions";
         sqlx::query(DECISIONS)
-        .bind(approval_id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db(op))?
-        .iter()
-        .map(|r| {
-            decode_decision(
-                r.try_get(0).map_err(db(op))?,
-                r.try_get(1).map_err(db(op))?,
-                r.try_get(2).map_err(db(op))?,
-                r.try_get(3).map_err(db(op))?,
-                r.try_get(4).map_err(db(op))?,
-            )
-        })
-        .collect()
+            .bind(approval_id)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db(op))?
+            .iter()
+            .map(|r| {
+                decode_decision(
+                    r.try_get(0).map_err(db(op))?,
+                    r.try_get(1).map_err(db(op))?,
+                    r.try_get(2).map_err(db(op))?,
+                    r.try_get(3).map_err(db(op))?,
+                    r.try_get(4).map_err(db(op))?,
+                )
+            })
+            .collect()
     }
 }

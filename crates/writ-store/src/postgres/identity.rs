@@ -317,7 +317,11 @@ impl IdentityStore for PgStore {
             .bind(g.created_at.as_micros())
             .bind(g.spec.expires_at.as_micros())
             .bind(g.revoked_at.map(Timestamp::as_micros))
-            .bind(g.spec.max_uses.map(|m| i64::try_from(m).unwrap_or(i64::MAX)))
+            .bind(
+                g.spec
+                    .max_uses
+                    .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            )
             .bind(g.spec.sum_budget.as_ref().map(|b| b.max.micros()))
             .execute(self.pool())
             .await

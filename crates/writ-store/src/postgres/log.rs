@@ -21,7 +21,9 @@ use crate::log::{
     NODE_COUNT, NODES_BETWEEN, RawEntry, checkpoint_row, node_row,
 };
 use crate::sequencer::{self, AppendJob, Batch, LogState};
-use crate::{AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry};
+use crate::{
+    AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
+};
 
 /// The lock that serialises appends across processes (per schema).
 const LOG_LOCK: &str =
@@ -45,7 +47,6 @@ impl PgStore {
         tokio::spawn(writer_loop(pool.clone(), rx));
         Ok(PgStore { pool, writer: tx })
     }
-
 }
 
 async fn writer_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<AppendJob>) {
@@ -351,11 +352,11 @@ impl Store for PgStore {
 
     async fn entries(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = sqlx::query(ENTRIES_FROM)
-        .bind(to_i64(from_seq, "sequence number")?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreError::db("read entries", e))?;
+            .bind(to_i64(from_seq, "sequence number")?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("read entries", e))?;
         rows.iter().map(row_to_stored).collect()
     }
 
@@ -394,13 +395,13 @@ impl Store for PgStore {
 
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), StoreError> {
         sqlx::query(ADD_CHECKPOINT)
-        .bind(to_i64(cp.tree_size, "tree size")?)
-        .bind(cp.root_hash.0.to_vec())
-        .bind(cp.note)
-        .bind(cp.created_us)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::db("store checkpoint", e))?;
+            .bind(to_i64(cp.tree_size, "tree size")?)
+            .bind(cp.root_hash.0.to_vec())
+            .bind(cp.note)
+            .bind(cp.created_us)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("store checkpoint", e))?;
         Ok(())
     }
 
@@ -431,4 +432,3 @@ impl Store for PgStore {
         Ok(())
     }
 }
-

@@ -41,14 +41,14 @@ impl SessionStore for PgStore {
         .await
         .map_err(&err)?;
         sqlx::query(ADD_SESSION)
-        .bind(id_hash.as_slice())
-        .bind(session.user.as_str())
-        .bind(encode(session)?)
-        .bind(session.created_at.as_micros())
-        .bind(session.expires_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(&err)?;
+            .bind(id_hash.as_slice())
+            .bind(session.user.as_str())
+            .bind(encode(session)?)
+            .bind(session.created_at.as_micros())
+            .bind(session.expires_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
         tx.commit().await.map_err(&err)
     }
 
@@ -60,11 +60,11 @@ impl SessionStore for PgStore {
         let op = "read console session";
         let err = db(op);
         let row = sqlx::query(LIVE_SESSION)
-        .bind(id_hash.as_slice())
-        .bind(now.as_micros())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(&err)?;
+            .bind(id_hash.as_slice())
+            .bind(now.as_micros())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(&err)?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -121,12 +121,12 @@ impl SessionStore for PgStore {
         .await
         .map_err(&err)?;
         sqlx::query(ADD_PENDING_SIGN_IN)
-        .bind(id_hash.as_slice())
-        .bind(data.to_string())
-        .bind(expires_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(&err)?;
+            .bind(id_hash.as_slice())
+            .bind(data.to_string())
+            .bind(expires_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
         tx.commit().await.map_err(&err)
     }
 
@@ -138,10 +138,10 @@ impl SessionStore for PgStore {
         let op = "take pending sign-in";
         let err = db(op);
         let row = sqlx::query(TAKE_PENDING_SIGN_IN)
-        .bind(id_hash.as_slice())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(&err)?;
+            .bind(id_hash.as_slice())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(&err)?;
         let Some(row) = row else {
             return Ok(None);
         };

@@ -8,9 +8,10 @@ use writ_core::{ActionId, NewEntry};
 use super::{SqliteStore, db, sql};
 use crate::actions::{
     ACTION_BY_ID, ACTION_BY_KEY, ACTION_COLUMNS, ACTION_STATE, APPROVAL_BY_ACTION, APPROVAL_BY_ID,
-    APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore, ApprovalRow, ApprovalState, Change,
-    DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL, INSERT_DECISION, RawAction,
-    RawApproval, action_exists, decision_exists, decode_decision, grant_spent, state_conflict,
+    APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore, ApprovalRow,
+    ApprovalState, Change, DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL, INSERT_DECISION,
+    RawAction, RawApproval, action_exists, decision_exists, decode_decision, grant_spent,
+    state_conflict,
 };
 use crate::columns::to_json;
 use crate::identity::SPEND_GRANT;
@@ -18,7 +19,7 @@ use crate::{AppendReceipt, StoreError};
 
 /// Applies `changes` in order on the writer's transaction; the first refusal stops and is
 /// returned (the caller rolls back to its savepoint).
-pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
+pub(super) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
     let op = "apply action change";
     for change in changes {
         match change {
@@ -91,20 +92,20 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
             Change::InsertApproval(a) => {
                 conn.prepare_cached(&sql(INSERT_APPROVAL))
                     .map_err(db(op))?
-                .execute(params![
-                    a.id,
-                    a.action_id.as_str(),
-                    a.action_hash,
-                    a.state.as_str(),
-                    a.user,
-                    to_json(&serde_json::json!(a.approvers), "approvers")?,
-                    i64::from(a.quorum),
-                    a.expires.as_micros(),
-                    a.reason,
-                    a.created.as_micros(),
-                    a.updated.as_micros(),
-                ])
-                .map_err(db(op))?;
+                    .execute(params![
+                        a.id,
+                        a.action_id.as_str(),
+                        a.action_hash,
+                        a.state.as_str(),
+                        a.user,
+                        to_json(&serde_json::json!(a.approvers), "approvers")?,
+                        i64::from(a.quorum),
+                        a.expires.as_micros(),
+                        a.reason,
+                        a.created.as_micros(),
+                        a.updated.as_micros(),
+                    ])
+                    .map_err(db(op))?;
             }
             Change::InsertDecision(d) => {
                 let n = conn
@@ -208,12 +209,12 @@ fn one_action(
     args: impl rusqlite::Params,
 ) -> Result<Option<ActionRow>, StoreError> {
     c.prepare_cached(&sql(statement))
-    .map_err(db(op))?
-    .query_row(args, raw_action)
-    .optional()
-    .map_err(db(op))?
-    .map(RawAction::decode)
-    .transpose()
+        .map_err(db(op))?
+        .query_row(args, raw_action)
+        .optional()
+        .map_err(db(op))?
+        .map(RawAction::decode)
+        .transpose()
 }
 
 fn one_approval(
@@ -223,12 +224,12 @@ fn one_approval(
     arg: String,
 ) -> Result<Option<ApprovalRow>, StoreError> {
     c.prepare_cached(&sql(statement))
-    .map_err(db(op))?
-    .query_row([arg], raw_approval)
-    .optional()
-    .map_err(db(op))?
-    .map(RawApproval::decode)
-    .transpose()
+        .map_err(db(op))?
+        .query_row([arg], raw_approval)
+        .optional()
+        .map_err(db(op))?
+        .map(RawApproval::decode)
+        .transpose()
 }
 
 #[async_trait]
@@ -252,12 +253,7 @@ impl ActionStore for SqliteStore {
     async fn action_by_key(&self, agent: &str, key: &str) -> Result<Option<ActionRow>, StoreError> {
         let (agent, key) = (agent.to_owned(), key.to_owned());
         self.with_conn("read action", move |c| {
-            one_action(
-                c,
-                "read action",
-                ACTION_BY_KEY,
-                [agent, key],
-            )
+            one_action(c, "read action", ACTION_BY_KEY, [agent, key])
         })
         .await
     }
@@ -352,9 +348,7 @@ impl ActionStore for SqliteStore {
         let id = approval_id.to_owned();
         self.with_conn("read decisions", move |c| {
             let op = "read decisions";
-            let mut stmt = c
-                .prepare_cached(&sql(DECISIONS))
-                .map_err(db(op))?;
+            let mut stmt = c.prepare_cached(&sql(DECISIONS)).map_err(db(op))?;
             let rows = stmt
                 .query_map([id], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))

@@ -105,7 +105,9 @@ fn grant_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
     ))
 }
 
-fn decode((spec, id, by, created, revoked, uses, sum): GrantRow) -> Result<StoredGrant, StoreError> {
+fn decode(
+    (spec, id, by, created, revoked, uses, sum): GrantRow,
+) -> Result<StoredGrant, StoreError> {
     decode_grant(&spec, id, by, created, revoked, uses, sum)
 }
 
@@ -563,12 +565,7 @@ impl IdentityStore for SqliteStore {
             check_retire(&reference, rows)?;
             tx.execute(
                 &sql(RETIRE_CREDENTIAL),
-                params![
-                    name,
-                    owner,
-                    i64::from(reference.version),
-                    now.as_micros()
-                ],
+                params![name, owner, i64::from(reference.version), now.as_micros()],
             )
             .map_err(db(op))?;
             tx.commit().map_err(db(op))

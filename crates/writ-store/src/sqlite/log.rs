@@ -24,7 +24,9 @@ use crate::log::{
     NODE_COUNT, NODES_BETWEEN, RawEntry, checkpoint_row, node_row,
 };
 use crate::sequencer::{self, AppendJob, Batch, LogState};
-use crate::{AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry};
+use crate::{
+    AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
+};
 
 /// WAL pages after which the writer checkpoints by itself (the checkpointer normally has).
 const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
@@ -179,9 +181,11 @@ fn load_state(conn: &Connection, size: u64) -> Result<LogState, StoreError> {
     let last_time_us = match size {
         0 => None,
         _ => Some(
-            conn.query_row(&sql(ENTRY_TIME), [to_i64(size - 1, "sequence number")?], |r| {
-                r.get(0)
-            })
+            conn.query_row(
+                &sql(ENTRY_TIME),
+                [to_i64(size - 1, "sequence number")?],
+                |r| r.get(0),
+            )
             .map_err(db("load log state"))?,
         ),
     };
@@ -310,7 +314,11 @@ impl Store for SqliteStore {
                 arg(&mut statement, " AND action_id = ?", a.into());
             }
             if let Some(k) = filter.kind {
-                arg(&mut statement, " AND kind = ?", k.as_str().to_owned().into());
+                arg(
+                    &mut statement,
+                    " AND kind = ?",
+                    k.as_str().to_owned().into(),
+                );
             }
             if let Some(a) = filter.actor {
                 arg(&mut statement, " AND actor = ?", a.into());

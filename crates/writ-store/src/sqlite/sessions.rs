@@ -59,18 +59,14 @@ impl SessionStore for SqliteStore {
         let hash = id_hash.to_vec();
         let row = self
             .with_conn(op, move |c| {
-                c.query_row(
-                    &sql(LIVE_SESSION),
-                    params![hash, now.as_micros()],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    },
-                )
+                c.query_row(&sql(LIVE_SESSION), params![hash, now.as_micros()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
                 .optional()
                 .map_err(db(op))
             })
@@ -140,11 +136,9 @@ impl SessionStore for SqliteStore {
         let hash = id_hash.to_vec();
         let data = self
             .with_conn(op, move |c| {
-                c.query_row(
-                    &sql(TAKE_PENDING_SIGN_IN),
-                    params![hash],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-                )
+                c.query_row(&sql(TAKE_PENDING_SIGN_IN), params![hash], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
                 .optional()
                 .map_err(db(op))
             })
@@ -155,4 +149,3 @@ impl SessionStore for SqliteStore {
         }
     }
 }
-
