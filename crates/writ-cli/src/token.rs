@@ -111,7 +111,7 @@ pub async fn run(cmd: TokenCommand, global: &Global) -> anyhow::Result<ExitCode>
             .collect();
             let request = TokenExchangeRequest::from_form(&form).map_err(anyhow::Error::msg)?;
             let endpoint = metadata_endpoint(&args);
-            match writ_store::identity::exchange_token(
+            match writ_gateway::auth::exchange_token(
                 store.as_ref(),
                 &iss,
                 &request,

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use writ_core::Timestamp;
+use writ_gateway::auth::passwords::{self, Authority};
 use writ_identity::UserId;
 use writ_identity::password::Password;
 use writ_store::identity::UserRecord;
-use writ_store::passwords::{self, Authority};
 
 use crate::Global;
 use writ_gateway::admin::{Actor, Admin, AdminEvent};

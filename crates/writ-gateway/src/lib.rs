@@ -7,8 +7,9 @@
 //! background work; [`config`] reads `writ.toml`; [`error`] is the one error every face maps to
 //! its protocol; [`oidc_sign_in`] signs people in with an OpenID Connect issuer; [`ocsf`] maps
 //! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
-//! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for;
-//! [`views`] are the read models every face shows.
+//! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for, and
+//! holds the token exchange, the grant check with its spend, and console passwords over the
+//! identity rows `writ-store` keeps; [`views`] are the read models every face shows.
 
 pub mod admin;
 pub mod auth;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::IdentityError;
-use crate::jws::{b64, b64_decode};
+use crate::base64url::{b64, b64_decode};
 
 /// Prefix of a user's API key.
 pub const USER_KEY_PREFIX: &str = "writ_uk_";

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use writ_core::Timestamp;
 
-use crate::jws::{self, b64, b64_decode};
+use crate::base64url::{b64, b64_decode};
+use crate::jws;
 use crate::token::{MAX_LEEWAY_SECS, TokenError};
 use crate::{AgentId, IdentityError};
 

@@ -2,20 +2,12 @@
 //! Ed25519 / ES256 signatures. Written here rather than taken from a general JWT library so that
 //! the set of accepted algorithms is a closed list in one place: no `none`, no HMAC, no RSA.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
+
+use crate::base64url::{b64, b64_decode};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-pub(crate) fn b64(data: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(data)
-}
-
-pub(crate) fn b64_decode(part: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(part).ok()
-}
 
 /// A token split into its parts, nothing verified yet.
 pub(crate) struct Parts<'a> {

@@ -14,7 +14,8 @@ use serde_json::Value;
 use writ_core::Timestamp;
 
 use crate::UserId;
-use crate::jws::{self, b64_decode};
+use crate::base64url::b64_decode;
+use crate::jws;
 
 /// One configured issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

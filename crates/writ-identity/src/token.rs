@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use writ_core::Timestamp;
 
+use crate::base64url::b64;
 use crate::grant::action_matches;
-use crate::jws::{self, b64, ed25519_thumbprint};
+use crate::jws::{self, ed25519_thumbprint};
 use crate::{AgentId, Grant, GrantId, UserId};
 
 /// The `type` of Writ's RFC 9396 authorization detail.

@@ -6,6 +6,9 @@
 //! every change applied. A refused change (a state that moved on, a second decision by the same
 //! approver, an idempotency key already used) rolls back to the savepoint and appends nothing;
 //! the other callers sharing the batch are unaffected.
+//!
+//! Below the trait: the refusals and row decoding both backends share, then the statements they
+//! run alike.
 
 use std::fmt;
 
@@ -14,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use writ_core::{ActionId, NewEntry, Timestamp};
 
+use crate::columns::{from_json, to_ts};
 use crate::{AppendReceipt, StoreError};
 
 macro_rules! string_enum {
@@ -234,23 +238,31 @@ pub(crate) fn grant_spent(grant: &str) -> StoreError {
     ))
 }
 
+/// The refusal of an `InsertAction` whose idempotency key (or id) is taken.
+pub(crate) fn action_exists(a: &ActionRow) -> StoreError {
+    StoreError::AlreadyExists(match &a.idempotency_key {
+        Some(key) => format!(
+            "an action of agent {} with idempotency key {key:?}",
+            a.agent
+        ),
+        None => format!("action {}", a.id),
+    })
+}
+
+/// The refusal of a second `InsertDecision` by one approver.
+pub(crate) fn decision_exists(d: &DecisionRow) -> StoreError {
+    StoreError::AlreadyExists(format!(
+        "a decision by {} on approval {}",
+        d.approver, d.approval_id
+    ))
+}
+
 pub(crate) fn parse_state<T>(
     parse: fn(&str) -> Option<T>,
     text: &str,
     what: &str,
 ) -> Result<T, StoreError> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("{what} {text:?} is not a known state")))
-}
-
-pub(crate) fn to_json(value: &Value, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::InvalidRequest(format!("{what}: {e}")))
-}
-
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
-    text: &str,
-    what: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 pub(crate) fn to_action_id(text: String) -> Result<ActionId, StoreError> {
@@ -291,13 +303,20 @@ impl RawAction {
                 .result
                 .map(|r| from_json(&r, "action result"))
                 .transpose()?,
-            created: crate::identity::to_ts(self.created_us, "action creation time")?,
-            updated: crate::identity::to_ts(self.updated_us, "action update time")?,
+            created: to_ts(self.created_us, "action creation time")?,
+            updated: to_ts(self.updated_us, "action update time")?,
         })
     }
 }
 
-pub(crate) const ACTION_COLUMNS: &str = "id, agent_id, user_id, grant_id, connector, operation, action_hash, idempotency_key, state, request, result, created_us, updated_us";
+/// The columns of `actions`, in the order [`RawAction`] lists them.
+macro_rules! action_columns {
+    () => {
+        "id, agent_id, user_id, grant_id, connector, operation, action_hash, idempotency_key, \
+         state, request, result, created_us, updated_us"
+    };
+}
+pub(crate) const ACTION_COLUMNS: &str = action_columns!();
 
 /// The columns of a stored approval.
 pub(crate) struct RawApproval {
@@ -325,15 +344,22 @@ impl RawApproval {
             approvers: from_json(&self.approvers, "approvers")?,
             quorum: u32::try_from(self.quorum)
                 .map_err(|_| StoreError::Corrupt(format!("quorum {}", self.quorum)))?,
-            expires: crate::identity::to_ts(self.expires_us, "approval expiry")?,
+            expires: to_ts(self.expires_us, "approval expiry")?,
             reason: self.reason,
-            created: crate::identity::to_ts(self.created_us, "approval creation time")?,
-            updated: crate::identity::to_ts(self.updated_us, "approval update time")?,
+            created: to_ts(self.created_us, "approval creation time")?,
+            updated: to_ts(self.updated_us, "approval update time")?,
         })
     }
 }
 
-pub(crate) const APPROVAL_COLUMNS: &str = "id, action_id, action_hash, state, user_id, approvers, quorum, expires_us, reason, created_us, updated_us";
+/// The columns of `approvals`, in the order [`RawApproval`] lists them.
+macro_rules! approval_columns {
+    () => {
+        "id, action_id, action_hash, state, user_id, approvers, quorum, expires_us, reason, \
+         created_us, updated_us"
+    };
+}
+pub(crate) const APPROVAL_COLUMNS: &str = approval_columns!();
 
 pub(crate) fn decode_decision(
     approval_id: String,
@@ -347,6 +373,55 @@ pub(crate) fn decode_decision(
         approver,
         decision: parse_state(Decision::parse, &decision, "decision")?,
         comment,
-        time: crate::identity::to_ts(time_us, "decision time")?,
+        time: to_ts(time_us, "decision time")?,
     })
 }
+
+/// Refused (nothing inserted) when the agent already used the idempotency key.
+pub(crate) const INSERT_ACTION: &str = concat!(
+    "INSERT INTO actions (",
+    action_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+);
+
+/// The state of action `$1`, to say why a change of it was refused.
+pub(crate) const ACTION_STATE: &str = "SELECT state FROM actions WHERE id = $1";
+
+/// The state of approval `$1`, to say why a change of it was refused.
+pub(crate) const APPROVAL_STATE: &str = "SELECT state FROM approvals WHERE id = $1";
+
+pub(crate) const ACTION_BY_ID: &str =
+    concat!("SELECT ", action_columns!(), " FROM actions WHERE id = $1");
+
+pub(crate) const ACTION_BY_KEY: &str = concat!(
+    "SELECT ",
+    action_columns!(),
+    " FROM actions WHERE agent_id = $1 AND idempotency_key = $2"
+);
+
+pub(crate) const INSERT_APPROVAL: &str = concat!(
+    "INSERT INTO approvals (",
+    approval_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
+
+pub(crate) const APPROVAL_BY_ID: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE id = $1"
+);
+
+pub(crate) const APPROVAL_BY_ACTION: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE action_id = $1"
+);
+
+/// Refused (nothing inserted) when the approver already decided.
+pub(crate) const INSERT_DECISION: &str =
+    "INSERT INTO approval_decisions (approval_id, approver, decision, comment, time_us)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// The decisions on approval `$1`, in the order they were made.
+pub(crate) const DECISIONS: &str = "SELECT approval_id, approver, decision, comment, time_us
+     FROM approval_decisions WHERE approval_id = $1 ORDER BY time_us, approver";

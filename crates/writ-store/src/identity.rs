@@ -5,15 +5,21 @@
 //!
 //! Two operations carry the invariants: [`IdentityStore::consume_grant`] spends a grant's budget
 //! in one conditional `UPDATE`, so concurrent uses can never overspend, and it re-checks
-//! revocation and expiry in the same statement, so a revocation takes effect at once.
+//! revocation and expiry in the same statement, so a revocation takes effect at once;
+//! [`IdentityStore::record_password_failure`] counts a failure and the lock it earns in one
+//! `UPDATE … RETURNING`, so concurrent failures on any number of replicas are all counted. What
+//! to make of them (the grant check, refusing a sign-in) is `writ_gateway::auth`'s.
+//!
+//! Below the trait: the row decoding both backends share, then the statements they run alike.
 
 use async_trait::async_trait;
 use serde::Serialize;
 use writ_core::Timestamp;
-use writ_identity::{ActionAttempt, AgentId, Amount, Grant, GrantDenial, GrantId, Usage, UserId};
+use writ_identity::{AgentId, Amount, Grant, GrantId, Usage, UserId};
 use writ_vault::{CredentialName, CredentialRef, CredentialScope, SealedCredential, VersionState};
 
 use crate::StoreError;
+use crate::columns::{corrupt, from_json, opt_ts, to_json, to_ts, vault_corrupt};
 
 /// A local user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -270,48 +276,6 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn reset_password_failures(&self, user: &UserId) -> Result<(), StoreError>;
 }
 
-/// Checks `attempt` against grant `id` and spends its budget: the grant check as the pipeline
-/// runs it. A denial says, in words, which rule failed.
-pub async fn use_grant(
-    store: &dyn IdentityStore,
-    id: &GrantId,
-    attempt: &ActionAttempt<'_>,
-    now: Timestamp,
-) -> Result<Result<Usage, GrantDenial>, StoreError> {
-    // Two tries: if a concurrent use spent the budget between our check and our update, the
-    // second check explains the refusal with current numbers.
-    for _ in 0..2 {
-        let Some(stored) = store.grant(id).await? else {
-            return Err(StoreError::NotFound(format!("grant {id}")));
-        };
-        let amount = match stored.grant.check(attempt, now, stored.usage) {
-            Ok(amount) => amount,
-            Err(denial) => return Ok(Err(denial)),
-        };
-        if let Some(usage) = store.consume_grant(id, amount, now).await? {
-            return Ok(Ok(usage));
-        }
-    }
-    Err(StoreError::InvalidRequest(format!(
-        "grant {id} is in heavy concurrent use and its budget could not be spent; retry"
-    )))
-}
-
-pub(crate) fn password_failures(
-    failures: i64,
-    locked_until_us: Option<i64>,
-) -> Result<PasswordFailures, StoreError> {
-    Ok(PasswordFailures {
-        failures: u32::try_from(failures)
-            .map_err(|_| StoreError::Corrupt(format!("password failures {failures}")))?,
-        locked_until: opt_ts(locked_until_us, "password lock")?,
-    })
-}
-
-pub(crate) fn to_ts(us: i64, what: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::from_micros(us).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
 /// The error for a name that a principal of `kind` wanted and `holder` holds.
 pub(crate) fn name_conflict(name: &str, kind: &str, holder: &str) -> StoreError {
     match holder {
@@ -327,18 +291,72 @@ pub(crate) fn name_conflict(name: &str, kind: &str, holder: &str) -> StoreError 
     }
 }
 
-pub(crate) fn opt_ts(us: Option<i64>, what: &str) -> Result<Option<Timestamp>, StoreError> {
-    us.map(|u| to_ts(u, what)).transpose()
+/// A user from its row (`id, display_name, is_admin, created_us`) and its groups.
+pub(crate) fn user_row(
+    id: String,
+    display_name: String,
+    admin: bool,
+    created_us: i64,
+    groups: Vec<String>,
+) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: UserId::new(id).map_err(corrupt("user id"))?,
+        display_name,
+        admin,
+        groups,
+        created_at: to_ts(created_us, "user creation time")?,
+    })
 }
 
-pub(crate) fn corrupt(what: &str) -> impl Fn(writ_identity::IdentityError) -> StoreError + '_ {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+/// The columns of an agent, in the order `agent_columns!` lists them.
+pub(crate) struct RawAgent {
+    pub id: String,
+    pub owner: String,
+    pub public_key: Option<String>,
+    pub created_us: i64,
+    pub disabled_us: Option<i64>,
+    pub key_generation: i64,
 }
 
-pub(crate) fn vault_corrupt(what: &str) -> impl Fn(writ_vault::VaultError) -> StoreError + '_ {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+impl RawAgent {
+    pub fn decode(self) -> Result<AgentRecord, StoreError> {
+        Ok(AgentRecord {
+            id: AgentId::new(self.id).map_err(corrupt("agent id"))?,
+            owner: UserId::new(self.owner).map_err(corrupt("agent owner"))?,
+            public_key: self.public_key,
+            created_at: to_ts(self.created_us, "agent creation time")?,
+            disabled_at: opt_ts(self.disabled_us, "agent disabling time")?,
+            key_generation: u64::try_from(self.key_generation)
+                .map_err(|_| StoreError::Corrupt("agent key generation is negative".into()))?,
+        })
+    }
 }
 
+/// An API key from its row (`key_id, subject_kind, subject_id, created_us, revoked_us`).
+pub(crate) fn api_key_row(
+    key_id: String,
+    kind: &str,
+    id: String,
+    created_us: i64,
+    revoked_us: Option<i64>,
+) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        key_id,
+        subject: KeySubject::from_parts(kind, id)?,
+        created_at: to_ts(created_us, "api key creation time")?,
+        revoked_at: opt_ts(revoked_us, "api key revocation time")?,
+    })
+}
+
+pub(crate) fn subject_parts(s: &KeySubject) -> (&'static str, &str) {
+    s.parts()
+}
+
+pub(crate) fn encode_grant(grant: &Grant) -> Result<String, StoreError> {
+    to_json(&grant.spec, "grant spec")
+}
+
+/// A grant from its row, in the order [`GRANT_COLUMNS`] lists them.
 pub(crate) fn decode_grant(
     spec: &str,
     id: String,
@@ -348,8 +366,7 @@ pub(crate) fn decode_grant(
     uses: i64,
     sum: i64,
 ) -> Result<StoredGrant, StoreError> {
-    let spec = serde_json::from_str(spec)
-        .map_err(|e| StoreError::Corrupt(format!("grant {id} spec: {e}")))?;
+    let spec = from_json(spec, &format!("grant {id} spec"))?;
     Ok(StoredGrant {
         grant: Grant {
             id: GrantId::new(id).map_err(corrupt("grant id"))?,
@@ -366,9 +383,25 @@ pub(crate) fn decode_grant(
     })
 }
 
-pub(crate) fn encode_grant(grant: &Grant) -> Result<String, StoreError> {
-    serde_json::to_string(&grant.spec)
-        .map_err(|e| StoreError::InvalidRequest(format!("grant spec: {e}")))
+/// The usage a consumed grant reports (`uses, sum_micros` after the spend).
+pub(crate) fn usage_row(uses: i64, sum_micros: i64) -> Usage {
+    Usage {
+        uses: u64::try_from(uses).unwrap_or(0),
+        sum: Amount(sum_micros),
+    }
+}
+
+/// The refusal of a credential sealed for a version that another writer took first.
+pub(crate) fn version_taken(reference: &CredentialRef, next: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "credential {} was sealed as version {} but the next version is {next}; another writer stored one first, retry",
+        reference.name, reference.version
+    ))
+}
+
+/// A credential version number as stored.
+pub(crate) fn version_number(version: i64) -> Result<u32, StoreError> {
+    u32::try_from(version).map_err(|_| StoreError::Corrupt(format!("credential version {version}")))
 }
 
 pub(crate) fn version_row(
@@ -383,25 +416,84 @@ pub(crate) fn version_row(
     Ok(CredentialVersion {
         reference: CredentialRef {
             name: CredentialName::new(name).map_err(vault_corrupt("credential name"))?,
-            version: u32::try_from(version)
-                .map_err(|_| StoreError::Corrupt(format!("credential version {version}")))?,
+            version: version_number(version)?,
             scope: CredentialScope::from_owner_key(&owner)
                 .map_err(vault_corrupt("credential owner"))?,
         },
-        state: VersionState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("credential state {state:?}")))?,
+        state: version_state(&state)?,
         master_key_id,
         created_at: to_ts(created_us, "credential creation time")?,
         retired_at: opt_ts(retired_us, "credential retirement time")?,
     })
 }
 
-pub(crate) fn subject_from(kind: &str, id: String) -> Result<KeySubject, StoreError> {
-    KeySubject::from_parts(kind, id)
+fn version_state(state: &str) -> Result<VersionState, StoreError> {
+    VersionState::parse(state)
+        .ok_or_else(|| StoreError::Corrupt(format!("credential state {state:?}")))
 }
 
-pub(crate) fn subject_parts(s: &KeySubject) -> (&'static str, &str) {
-    s.parts()
+/// Whether `reference` may be retired, given every version of its credential (`version, state`
+/// rows): the rule is `writ_vault::check_retire`'s.
+pub(crate) fn check_retire(
+    reference: &CredentialRef,
+    rows: Vec<(i64, String)>,
+) -> Result<(), StoreError> {
+    let versions = rows
+        .into_iter()
+        .map(|(v, s)| Ok((version_number(v)?, version_state(&s)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    writ_vault::check_retire(&reference.name, &versions, reference.version)
+        .map_err(|e| StoreError::InvalidRequest(e.to_string()))
+}
+
+/// The columns `master_key_id, wrapped_key, ciphertext` of a credential version (the sealed
+/// bytes are gone once it is retired).
+pub(crate) type SealedRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The sealed bytes of a live version from its row, if there is one.
+pub(crate) fn sealed_row(
+    reference: &CredentialRef,
+    row: Option<SealedRow>,
+) -> Result<Option<SealedCredential>, StoreError> {
+    match row {
+        None => Ok(None),
+        Some((master_key_id, Some(wrapped_key), Some(ciphertext))) => Ok(Some(SealedCredential {
+            reference: reference.clone(),
+            master_key_id,
+            wrapped_key,
+            ciphertext,
+        })),
+        Some(_) => Err(StoreError::Corrupt(format!(
+            "credential {reference} has no sealed bytes"
+        ))),
+    }
+}
+
+/// A password row (`phc, set_us, failures, locked_until_us`).
+pub(crate) fn password_row(
+    phc: String,
+    set_us: i64,
+    failures: i64,
+    locked_until_us: Option<i64>,
+) -> Result<PasswordRecord, StoreError> {
+    let f = password_failures(failures, locked_until_us)?;
+    Ok(PasswordRecord {
+        phc,
+        set_at: to_ts(set_us, "password set time")?,
+        failures: f.failures,
+        locked_until: f.locked_until,
+    })
+}
+
+pub(crate) fn password_failures(
+    failures: i64,
+    locked_until_us: Option<i64>,
+) -> Result<PasswordFailures, StoreError> {
+    Ok(PasswordFailures {
+        failures: u32::try_from(failures)
+            .map_err(|_| StoreError::Corrupt(format!("password failures {failures}")))?,
+        locked_until: opt_ts(locked_until_us, "password lock")?,
+    })
 }
 
 /// Opens the identity store of the database `database_url` names (or the embedded SQLite in
@@ -415,194 +507,155 @@ pub async fn open(
     Ok(db)
 }
 
-/// Authenticates a subject token to a user: a user API key, or an ID token of one of the
-/// configured OIDC issuers (verified against its JWKS; the mapped user id must exist locally).
-/// Errors are OAuth errors that never repeat the token.
-pub async fn authenticate_user(
-    store: &dyn IdentityStore,
-    token: &writ_identity::exchange::PresentedToken,
-    oidc: &[writ_identity::oidc::OidcVerifier],
-    now: Timestamp,
-) -> Result<UserId, writ_identity::exchange::OAuthError> {
-    use writ_identity::apikey::{KeyKind, parse_presented};
-    use writ_identity::exchange::{
-        OAuthError, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY,
+// The statements both backends run alike (PostgreSQL's `$N` parameters; SQLite runs them through
+// `sqlite::sql`). Statements that differ between the dialects stay in the backends.
+
+pub(crate) const ADD_USER: &str =
+    "INSERT INTO identity_users (id, display_name, is_admin, created_us) VALUES ($1, $2, $3, $4)";
+
+pub(crate) const ADD_USER_GROUP: &str =
+    "INSERT INTO identity_user_groups (user_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+pub(crate) const USER_BY_ID: &str =
+    "SELECT id, display_name, is_admin, created_us FROM identity_users WHERE id = $1";
+
+pub(crate) const USER_GROUPS: &str =
+    "SELECT group_name FROM identity_user_groups WHERE user_id = $1 ORDER BY group_name";
+
+/// Takes name `$1` for a principal of kind `$2` (`user` or `agent`) in the namespace both share;
+/// inserts nothing if the name is taken.
+pub(crate) const CLAIM_NAME: &str =
+    "INSERT INTO identity_names (name, kind) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+pub(crate) const NAME_HOLDER: &str = "SELECT kind FROM identity_names WHERE name = $1";
+
+/// The columns of `identity_agents`, in the order [`RawAgent`] lists them.
+macro_rules! agent_columns {
+    () => {
+        "id, owner, public_key, created_us, disabled_us, key_generation"
     };
-    if token.token_type == TOKEN_TYPE_ID_TOKEN || token.token_type == TOKEN_TYPE_JWT {
-        let issuer = writ_identity::oidc::claimed_issuer(&token.value);
-        let verifier = oidc
-            .iter()
-            .find(|v| Some(&v.config.issuer) == issuer.as_ref())
-            .ok_or_else(|| {
-                OAuthError::invalid_grant("the subject token's issuer is not trusted")
-            })?;
-        let user = verifier
-            .verify(&token.value, now)
-            .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
-        // No provisioning on first use: the mapped user must already exist locally (created by
-        // an admin with `writ users add`), so an issuer cannot mint Writ users by itself.
-        return match store.user(&user.id).await {
-            Ok(Some(_)) => Ok(user.id),
-            Ok(None) => Err(OAuthError::invalid_grant(format!(
-                "the ID token's user {} is not a Writ user; an admin must add it first",
-                user.id
-            ))),
-            Err(e) => {
-                tracing::error!(error = %e, "store error while authenticating a subject token");
-                Err(OAuthError {
-                    error: "server_error",
-                    error_description: "the store is unavailable; retry later".into(),
-                })
-            }
-        };
-    }
-    if token.token_type != TOKEN_TYPE_WRIT_API_KEY {
-        return Err(OAuthError::invalid_request(format!(
-            "subject_token_type {} is not accepted here; present a user API key ({TOKEN_TYPE_WRIT_API_KEY})",
-            token.token_type
-        )));
-    }
-    let invalid = || OAuthError::invalid_grant("the subject token is not a valid user API key");
-    let (kind, hash) = parse_presented(&token.value).map_err(|_| invalid())?;
-    if kind != KeyKind::User {
-        return Err(invalid());
-    }
-    match store.api_key(&hash).await {
-        Ok(Some(ApiKeyRecord {
-            subject: KeySubject::User(user),
-            ..
-        })) => Ok(user),
-        Ok(_) => Err(invalid()),
-        Err(e) => {
-            tracing::error!(error = %e, "store error while authenticating a subject token");
-            Err(OAuthError {
-                error: "server_error",
-                error_description: "the store is unavailable; retry later".into(),
-            })
-        }
-    }
 }
 
-/// Authenticates an actor token to an enabled agent: an agent API key, or a client assertion
-/// (RFC 7523) signed with the agent's registered key for `token_endpoint`. Returns the agent
-/// with its key generation, read so that a rotation racing this call cannot lend the new
-/// generation to the old credential: the generation is read after the key was found live and
-/// the key is checked again afterwards (API key), or read with the public key it verifies
-/// against (assertion).
-pub async fn authenticate_agent(
-    store: &dyn IdentityStore,
-    token: &writ_identity::exchange::PresentedToken,
-    token_endpoint: &str,
-    now: Timestamp,
-) -> Result<(AgentId, u64), writ_identity::exchange::OAuthError> {
-    use writ_identity::apikey::{KeyKind, parse_presented};
-    use writ_identity::assertion::{AgentPublicKey, claimed_agent, verify_client_assertion};
-    use writ_identity::exchange::{OAuthError, TOKEN_TYPE_JWT, TOKEN_TYPE_WRIT_API_KEY};
-    let unavailable = |e: StoreError| {
-        tracing::error!(error = %e, "store error while authenticating an actor token");
-        OAuthError {
-            error: "server_error",
-            error_description: "the store is unavailable; retry later".into(),
-        }
-    };
-    let invalid =
-        |why: &str| OAuthError::invalid_client(format!("the actor token is not valid: {why}"));
-    match token.token_type.as_str() {
-        TOKEN_TYPE_WRIT_API_KEY => {
-            let (kind, hash) =
-                parse_presented(&token.value).map_err(|_| invalid("malformed API key"))?;
-            if kind != KeyKind::Agent {
-                return Err(invalid("not an agent API key"));
-            }
-            let live = |record: Option<ApiKeyRecord>| match record {
-                Some(ApiKeyRecord {
-                    subject: KeySubject::Agent(agent),
-                    ..
-                }) => Ok(agent),
-                _ => Err(invalid("unknown or revoked API key")),
-            };
-            let agent = live(store.api_key(&hash).await.map_err(unavailable)?)?;
-            let record = enabled(store.agent(&agent).await.map_err(unavailable)?, &agent)?;
-            live(store.api_key(&hash).await.map_err(unavailable)?)?;
-            Ok((agent, record.key_generation))
-        }
-        TOKEN_TYPE_JWT => {
-            let agent = claimed_agent(&token.value).map_err(|e| invalid(&e.to_string()))?;
-            let record = enabled(store.agent(&agent).await.map_err(unavailable)?, &agent)?;
-            let generation = record.key_generation;
-            let jwk = record
-                .public_key
-                .ok_or_else(|| invalid("the agent has no registered public key"))?;
-            let jwk: serde_json::Value = serde_json::from_str(&jwk)
-                .map_err(|_| invalid("the agent's stored key is unreadable"))?;
-            let key = AgentPublicKey::from_jwk(&jwk).map_err(|e| invalid(&e.to_string()))?;
-            let verified = verify_client_assertion(&token.value, &agent, &key, token_endpoint, now)
-                .map_err(|e| invalid(&e.to_string()))?;
-            // Replay protection (RFC 7523 §3): a jti is accepted once while the assertion lives.
-            let until = Timestamp::from_micros(verified.replay_until_micros())
-                .map_err(|_| invalid("the assertion's exp is out of range"))?;
-            let fresh = store
-                .record_assertion_jti(&verified.agent, &verified.jti, until, now)
-                .await
-                .map_err(unavailable)?;
-            if !fresh {
-                return Err(invalid(
-                    "this assertion's jti was already used; sign a new assertion with a fresh jti",
-                ));
-            }
-            Ok((verified.agent, generation))
-        }
-        other => Err(OAuthError::invalid_request(format!(
-            "actor_token_type {other} is not accepted"
-        ))),
-    }
-}
+pub(crate) const ADD_AGENT: &str = concat!(
+    "INSERT INTO identity_agents (",
+    agent_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6)"
+);
 
-/// The whole token endpoint: authenticate both tokens, load the grant, decide, mint.
-pub async fn exchange_token(
-    store: &dyn IdentityStore,
-    issuer: &writ_identity::TokenIssuer,
-    request: &writ_identity::exchange::TokenExchangeRequest,
-    oidc: &[writ_identity::oidc::OidcVerifier],
-    token_endpoint: &str,
-    now: Timestamp,
-) -> Result<writ_identity::exchange::TokenResponse, writ_identity::exchange::OAuthError> {
-    use writ_identity::exchange::{OAuthError, complete_exchange};
-    let user = authenticate_user(store, &request.subject, oidc, now).await?;
-    let (agent, generation) =
-        authenticate_agent(store, &request.actor, token_endpoint, now).await?;
-    let grant = match store.grant(&request.requested.grant_id).await {
-        Ok(Some(g)) => g.grant,
-        Ok(None) => {
-            return Err(OAuthError::invalid_grant(format!(
-                "grant {} was not found",
-                request.requested.grant_id
-            )));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store error while loading a grant");
-            return Err(OAuthError {
-                error: "server_error",
-                error_description: "the store is unavailable; retry later".into(),
-            });
-        }
-    };
-    complete_exchange(issuer, request, &user, &agent, generation, &grant, now)
-}
+pub(crate) const AGENT_BY_ID: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM identity_agents WHERE id = $1"
+);
 
-/// The agent's record if it exists and is enabled; otherwise the OAuth refusal.
-fn enabled(
-    record: Option<AgentRecord>,
-    agent: &AgentId,
-) -> Result<AgentRecord, writ_identity::exchange::OAuthError> {
-    use writ_identity::exchange::OAuthError;
-    match record {
-        Some(r) if r.disabled_at.is_none() => Ok(r),
-        Some(_) => Err(OAuthError::invalid_client(format!(
-            "agent {agent} is disabled; its owner or an admin can enable it again"
-        ))),
-        None => Err(OAuthError::invalid_client(format!(
-            "the actor token is not valid: agent {agent} does not exist"
-        ))),
-    }
+pub(crate) const AGENTS: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM identity_agents ORDER BY id"
+);
+
+/// Replaces agent `$1`'s public key with `$2` and moves its key generation on.
+pub(crate) const SET_AGENT_KEY: &str =
+    "UPDATE identity_agents SET public_key = $2, key_generation = key_generation + 1 WHERE id = $1";
+
+pub(crate) const SET_AGENT_DISABLED: &str =
+    "UPDATE identity_agents SET disabled_us = $2 WHERE id = $1";
+
+/// Moves agent `$1`'s key generation on: tokens minted under an earlier one are refused.
+pub(crate) const NEXT_KEY_GENERATION: &str =
+    "UPDATE identity_agents SET key_generation = key_generation + 1 WHERE id = $1";
+
+pub(crate) const ADD_API_KEY: &str = "INSERT INTO identity_api_keys
+     (key_hash, key_id, subject_kind, subject_id, created_us, revoked_us)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The live (unrevoked) key with hash `$1`.
+pub(crate) const LIVE_API_KEY: &str =
+    "SELECT key_id, subject_kind, subject_id, created_us, revoked_us FROM identity_api_keys
+     WHERE key_hash = $1 AND revoked_us IS NULL";
+
+pub(crate) const REVOKE_API_KEYS: &str = "UPDATE identity_api_keys SET revoked_us = $3
+     WHERE subject_kind = $1 AND subject_id = $2 AND revoked_us IS NULL";
+
+pub(crate) const ADD_GRANT: &str = "INSERT INTO identity_grants
+     (id, user_id, agent_id, spec, created_by, created_us, expires_us, revoked_us, max_uses, max_sum)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// The columns of a grant, in the order [`decode_grant`] takes them.
+macro_rules! grant_columns {
+    () => {
+        "spec, id, created_by, created_us, revoked_us, uses, sum_micros"
+    };
 }
+pub(crate) const GRANT_COLUMNS: &str = grant_columns!();
+
+pub(crate) const GRANT_BY_ID: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM identity_grants WHERE id = $1"
+);
+
+pub(crate) const REVOKE_GRANT: &str =
+    "UPDATE identity_grants SET revoked_us = $2 WHERE id = $1 AND revoked_us IS NULL";
+
+pub(crate) const GRANT_EXISTS: &str = "SELECT 1 FROM identity_grants WHERE id = $1";
+
+/// Spends one use and `$2` micros of grant `$1` at time `$3`, only if it is live and within both
+/// budgets: one statement, so that the conditions and the increment apply atomically (the
+/// databases serialise writers of the row and re-check the conditions on its newest version).
+macro_rules! spend_grant {
+    () => {
+        "UPDATE identity_grants SET uses = uses + 1, sum_micros = sum_micros + $2
+         WHERE id = $1 AND revoked_us IS NULL AND expires_us > $3
+           AND (max_uses IS NULL OR uses < max_uses)
+           AND (max_sum IS NULL OR sum_micros + $2 <= max_sum)"
+    };
+}
+/// The spend of [`Change::SpendGrant`](crate::Change::SpendGrant).
+pub(crate) const SPEND_GRANT: &str = spend_grant!();
+/// The spend of [`IdentityStore::consume_grant`], answering the usage after it.
+pub(crate) const CONSUME_GRANT: &str = concat!(spend_grant!(), " RETURNING uses, sum_micros");
+
+/// The current version of credential (`$1`, owner `$2`) becomes the previous one.
+pub(crate) const DEMOTE_CURRENT_CREDENTIAL: &str = "UPDATE vault_credentials SET state = 'previous'
+     WHERE name = $1 AND owner = $2 AND state = 'current'";
+
+pub(crate) const ADD_CREDENTIAL: &str = "INSERT INTO vault_credentials
+     (name, owner, version, state, master_key_id, wrapped_key, ciphertext, created_us)
+     VALUES ($1, $2, $3, 'current', $4, $5, $6, $7)";
+
+pub(crate) const SEALED_CREDENTIAL: &str =
+    "SELECT master_key_id, wrapped_key, ciphertext FROM vault_credentials
+     WHERE name = $1 AND owner = $2 AND version = $3 AND state <> 'retired'";
+
+pub(crate) const CREDENTIAL_STATES: &str =
+    "SELECT version, state FROM vault_credentials WHERE name = $1 AND owner = $2";
+
+/// Retires a version and destroys its sealed bytes.
+pub(crate) const RETIRE_CREDENTIAL: &str = "UPDATE vault_credentials
+     SET state = 'retired', retired_us = $4, wrapped_key = NULL, ciphertext = NULL
+     WHERE name = $1 AND owner = $2 AND version = $3";
+
+pub(crate) const PRUNE_ASSERTION_JTIS: &str =
+    "DELETE FROM identity_assertion_jtis WHERE expires_us <= $1";
+
+/// Inserts nothing if `(agent, jti)` is already recorded.
+pub(crate) const RECORD_ASSERTION_JTI: &str =
+    "INSERT INTO identity_assertion_jtis (agent, jti, expires_us) VALUES ($1, $2, $3)
+     ON CONFLICT (agent, jti) DO NOTHING";
+
+/// Sets (or replaces) a password, clearing failures and lock.
+pub(crate) const SET_PASSWORD: &str =
+    "INSERT INTO identity_user_passwords (user_id, phc, set_us, failures, locked_until_us)
+     VALUES ($1, $2, $3, 0, NULL)
+     ON CONFLICT (user_id) DO UPDATE SET
+         phc = excluded.phc, set_us = excluded.set_us, failures = 0, locked_until_us = NULL";
+
+pub(crate) const CLEAR_PASSWORD: &str = "DELETE FROM identity_user_passwords WHERE user_id = $1";
+
+pub(crate) const PASSWORD: &str =
+    "SELECT phc, set_us, failures, locked_until_us FROM identity_user_passwords WHERE user_id = $1";
+
+pub(crate) const RESET_PASSWORD_FAILURES: &str =
+    "UPDATE identity_user_passwords SET failures = 0, locked_until_us = NULL
+     WHERE user_id = $1 AND (failures <> 0 OR locked_until_us IS NOT NULL)";

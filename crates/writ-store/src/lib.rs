@@ -1,5 +1,8 @@
-//! Writ's storage: one [`Store`] trait with two backends, SQLite (the embedded default) and
-//! PostgreSQL, holding the append-only Merkle audit log.
+//! Writ's storage: everything Writ keeps, in one database, behind four traits with two
+//! backends, SQLite (the embedded default) and PostgreSQL. Storage only: it keeps rows and the
+//! append-only Merkle audit log, and applies each state change with the entries that record it;
+//! what a grant allows, who may sign in and what an entry means are decided above it
+//! (`writ-identity`, `writ-gateway`).
 //!
 //! An append stores each entry's canonical bytes, its leaf hash, and the hash of every perfect
 //! subtree the entry completes, so that the root of any size and every inclusion or consistency
@@ -9,24 +12,32 @@
 //! code, and triggers refuse UPDATE and DELETE in the database.
 //!
 //! This crate is the I/O shell around the pure crates: `writ-core` says what an entry is and
-//! `writ-audit` does the tree math; nothing here decides what an entry means.
+//! `writ-audit` does the tree math.
+//!
+//! Modules, backend-neutral first (traits, rows, and the statements and decisions both backends
+//! share), then one folder per backend with a file per trait:
+//! - `log`: the audit log's [`Store`] trait and rows;
+//! - [`identity`]: [`IdentityStore`]: users, agents, API-key hashes, grants and their budgets,
+//!   sealed credentials, assertion `jti`s, password hashes and failure counts;
+//! - [`actions`]: [`ActionStore`]: actions, approvals and decisions, and the [`Change`]s committed
+//!   with their entries;
+//! - [`sessions`]: [`SessionStore`]: console sessions and pending OIDC sign-ins;
+//! - `sequencer`: the group commit's shared part: sequence numbers, times, leaf and node hashes;
+//! - `columns`: conversions between values and the columns both backends store;
+//! - `migrate`: the schema migrations of both backends, by version;
+//! - [`verify`]: [`verify_log`], full verification of a stored log, apart from the writer;
+//! - [`sqlite`]: [`sqlite::SqliteStore`]: `mod.rs` (connections), `log.rs` (opening, the writer
+//!   thread, the log), `identity.rs`, `actions.rs`, `sessions.rs`;
+//! - [`postgres`]: [`postgres::PgStore`], laid out the same way.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use writ_audit::{Hash, NodeId, ProofPlan};
-use writ_core::{AuditEntry, EntryKind, NewEntry, Timestamp};
-
 pub mod actions;
-mod actions_postgres;
-mod actions_sqlite;
+mod columns;
 pub mod identity;
-mod identity_postgres;
-mod identity_sqlite;
+mod log;
 mod migrate;
-pub mod passwords;
 pub mod postgres;
 mod sequencer;
 pub mod sessions;
@@ -37,7 +48,8 @@ pub use actions::{
     ActionFilter, ActionRow, ActionState, ActionStore, ApprovalRow, ApprovalState, Change,
     Decision, DecisionRow,
 };
-pub use identity::{IdentityStore, use_grant};
+pub use identity::IdentityStore;
+pub use log::{AppendReceipt, EntryFilter, Store, StoredCheckpoint, StoredEntry, TreeHead};
 pub use sessions::{SessionRecord, SessionStore};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify_log};
 
@@ -123,173 +135,6 @@ impl std::fmt::Display for Backend {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         })
-    }
-}
-
-/// What an append returns for each entry, once it is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendReceipt {
-    pub seq: u64,
-    pub time: Timestamp,
-    pub leaf_hash: Hash,
-}
-
-/// The size of the log and its Merkle root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TreeHead {
-    pub size: u64,
-    pub root: Hash,
-}
-
-/// One row of the log as stored: the canonical bytes plus the columns kept beside them for
-/// queries. Verification checks that the columns agree with the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEntry {
-    pub seq: u64,
-    pub time_us: i64,
-    pub action_id: String,
-    pub kind: String,
-    pub actor: Option<String>,
-    /// The entry's RFC 8785 canonical JSON: the Merkle leaf data.
-    pub entry: Vec<u8>,
-    pub leaf_hash: Hash,
-}
-
-impl StoredEntry {
-    /// Decodes the canonical bytes (refusing non-canonical ones).
-    pub fn decode(&self) -> Result<AuditEntry, writ_core::EntryError> {
-        AuditEntry::from_canonical(&self.entry)
-    }
-}
-
-/// A signed checkpoint as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    pub tree_size: u64,
-    pub root_hash: Hash,
-    /// The signed note (C2SP tlog-checkpoint body and signature lines).
-    pub note: String,
-    pub created_us: i64,
-}
-
-/// Which entries a query wants. Empty fields match everything; results are in log order.
-#[derive(Debug, Clone, Default)]
-pub struct EntryFilter {
-    pub action_id: Option<String>,
-    pub kind: Option<EntryKind>,
-    pub actor: Option<String>,
-    /// Inclusive lower bound on the entry time.
-    pub since: Option<Timestamp>,
-    /// Exclusive upper bound on the entry time.
-    pub until: Option<Timestamp>,
-    /// Start after this sequence number (for paging).
-    pub after_seq: Option<u64>,
-    pub limit: u32,
-}
-
-/// The log's storage. Both backends implement it; callers hold an `Arc<dyn Store>`.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-
-    /// Appends `entries` as one atomic group, sharing a transaction and an fsync with whatever
-    /// other appends are waiting. Returns only once the commit is durable.
-    async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<AppendReceipt>, StoreError>;
-
-    /// The number of entries in the log.
-    async fn size(&self) -> Result<u64, StoreError>;
-
-    /// Hashes of perfect subtrees (level 0 = leaf hashes). Missing ids are absent from the map.
-    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>;
-
-    /// Hashes of the stored nodes at `level` with `lo <= idx <= hi`, in index order.
-    async fn nodes_at_level(
-        &self,
-        level: u8,
-        lo: u64,
-        hi: u64,
-    ) -> Result<Vec<(u64, Hash)>, StoreError>;
-
-    /// How many node rows (level ≥ 1) are stored.
-    async fn node_count(&self) -> Result<u64, StoreError>;
-
-    /// Up to `limit` entries with `seq >= from_seq`, in order.
-    async fn entries(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
-
-    async fn query(&self, filter: &EntryFilter) -> Result<Vec<StoredEntry>, StoreError>;
-
-    /// Records a signed checkpoint; a second one at the same size is ignored.
-    async fn add_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError>;
-
-    /// Every stored checkpoint, by tree size.
-    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
-
-    /// Is the database reachable?
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Computes the hashes a plan needs from O(log n) stored nodes.
-    async fn assemble(&self, plan: &ProofPlan) -> Result<Vec<Hash>, StoreError> {
-        let ids = plan.node_ids();
-        let found = self.nodes(&ids).await?;
-        Ok(plan.assemble(|id| found.get(&id).copied())?)
-    }
-
-    /// The Merkle root of the first `size` entries.
-    async fn root_at(&self, size: u64) -> Result<Hash, StoreError> {
-        let current = self.size().await?;
-        if size > current {
-            return Err(StoreError::InvalidRequest(format!(
-                "the log has {current} entries; there is no root at size {size}"
-            )));
-        }
-        if size == 0 {
-            return Ok(writ_audit::empty_root());
-        }
-        let hashes = self.assemble(&writ_audit::root_plan(size)).await?;
-        hashes
-            .first()
-            .copied()
-            .ok_or_else(|| StoreError::Corrupt(format!("no root computed for size {size}")))
-    }
-
-    /// The current size and root.
-    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
-        let size = self.size().await?;
-        Ok(TreeHead {
-            size,
-            root: self.root_at(size).await?,
-        })
-    }
-
-    /// The inclusion proof of entry `seq` in the tree of `size` entries.
-    async fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
-        self.check_size(size).await?;
-        self.assemble(&writ_audit::inclusion_plan(seq, size)?).await
-    }
-
-    /// The consistency proof between the trees of `old_size` and `new_size` entries.
-    async fn consistency_proof(
-        &self,
-        old_size: u64,
-        new_size: u64,
-    ) -> Result<Vec<Hash>, StoreError> {
-        self.check_size(new_size).await?;
-        self.assemble(&writ_audit::consistency_plan(old_size, new_size)?)
-            .await
-    }
-
-    async fn check_size(&self, size: u64) -> Result<(), StoreError> {
-        let current = self.size().await?;
-        if size > current {
-            return Err(StoreError::InvalidRequest(format!(
-                "the log has {current} entries; a proof at size {size} is not possible yet"
-            )));
-        }
-        Ok(())
-    }
-
-    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        Ok(self.checkpoints().await?.pop())
     }
 }
 

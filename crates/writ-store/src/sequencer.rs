@@ -1,6 +1,10 @@
-//! The part of appending that both backends share: giving entries their sequence numbers and
-//! times, computing leaf hashes, and the perfect-subtree hashes each entry completes. Pure: the
-//! backends load the state, call [`LogState::sequence`], write the rows and commit.
+//! The part of appending that both backends share: gathering the waiting appends into one
+//! batch, giving entries their sequence numbers and times, computing leaf hashes and the
+//! perfect-subtree hashes each entry completes, and answering every caller once the batch is
+//! committed or failed. Pure: each backend's writer loads the state, calls
+//! [`LogState::sequence`], writes the rows and commits.
+
+use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 use writ_audit::{Frontier, Hash, NodeId};
@@ -83,6 +87,54 @@ pub(crate) fn accepted<'a>(
 /// Upper bound on entries in one group commit, so that one transaction stays short.
 pub(crate) const MAX_BATCH_ENTRIES: usize = 8192;
 
+/// One group commit's jobs: `first`, and whatever else is already waiting (`next` answers
+/// without blocking), up to [`MAX_BATCH_ENTRIES`] entries.
+pub(crate) fn gather(
+    first: AppendJob,
+    mut next: impl FnMut() -> Option<AppendJob>,
+) -> Vec<AppendJob> {
+    let mut queued = first.entries.len();
+    let mut jobs = vec![first];
+    while queued < MAX_BATCH_ENTRIES {
+        match next() {
+            Some(job) => {
+                queued += job.entries.len();
+                jobs.push(job);
+            }
+            None => break,
+        }
+    }
+    jobs
+}
+
+/// Answers every job of a batch with the outcome of its commit. A failed commit wrote nothing:
+/// every caller gets the error, and the writer's in-memory `state`, which may be ahead of the
+/// database, is dropped so that the next batch reloads it.
+pub(crate) fn answer(
+    jobs: Vec<AppendJob>,
+    outcome: Result<Vec<Result<Vec<AppendReceipt>, StoreError>>, StoreError>,
+    state: &mut Option<LogState>,
+) {
+    match outcome {
+        Ok(results) => {
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(err) => {
+            *state = None;
+            tracing::error!(error = %err, "audit append failed; nothing of this batch was committed");
+            let message = err.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Database {
+                    op: "append",
+                    message: message.clone(),
+                }));
+            }
+        }
+    }
+}
+
 /// What the single writer knows about the end of the log.
 pub(crate) struct LogState {
     pub frontier: Frontier,
@@ -99,6 +151,40 @@ pub(crate) struct Batch {
 }
 
 impl LogState {
+    /// The state of a log of `size` entries, from the nodes on the right edge of its tree (the
+    /// hashes found for [`Frontier::nodes_for_size`]) and the time of its last entry.
+    pub fn load(
+        size: u64,
+        found: &HashMap<NodeId, Hash>,
+        last_time_us: Option<i64>,
+    ) -> Result<LogState, StoreError> {
+        let hashes = Frontier::nodes_for_size(size)
+            .iter()
+            .map(|id| {
+                found.get(id).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "node level {} index {} is missing",
+                        id.level, id.index
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let frontier = Frontier::from_nodes(size, hashes)?;
+        let last_time = match last_time_us {
+            None => Timestamp::UNIX_EPOCH,
+            Some(micros) => Timestamp::from_micros(micros).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "entry {}: time {micros}: {e}",
+                    size.saturating_sub(1)
+                ))
+            })?,
+        };
+        Ok(LogState {
+            frontier,
+            last_time,
+        })
+    }
+
     /// Sequences each group of entries in order, appending the rows to `batch`; returns the
     /// receipts of each group.
     pub fn sequence(
@@ -142,24 +228,4 @@ impl LogState {
             })
             .collect()
     }
-}
-
-/// Converts a stored integer to the u64 it must be, or says the row is corrupt.
-pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
-    u64::try_from(value)
-        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
-}
-
-/// Converts a u64 to the i64 both databases store, refusing values that do not fit.
-pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, crate::StoreError> {
-    i64::try_from(value)
-        .map_err(|_| crate::StoreError::InvalidRequest(format!("{what} {value} is too large")))
-}
-
-/// Reads a 32-byte hash column.
-pub(crate) fn to_hash(bytes: &[u8], what: &str) -> Result<Hash, crate::StoreError> {
-    let array: [u8; 32] = bytes.try_into().map_err(|_| {
-        crate::StoreError::Corrupt(format!("{what} is {} bytes, not 32", bytes.len()))
-    })?;
-    Ok(Hash(array))
 }

@@ -3,16 +3,12 @@
 //! cookie; the cookie itself is never stored, so a copy of the database opens no session.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
-use sqlx::Row;
 use writ_core::Timestamp;
 use writ_identity::UserId;
 
 use crate::StoreError;
-use crate::identity::{corrupt, to_ts};
-use crate::postgres::PgStore;
-use crate::sqlite::SqliteStore;
+use crate::columns::{corrupt, from_json, to_json, to_ts};
 
 /// One console session.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,16 +64,13 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Value>, StoreError>;
 }
 
-fn pending_data(text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("pending sign-in: {e}")))
+/// The text a session's `sign_in` is stored as.
+pub(crate) fn encode(session: &SessionRecord) -> Result<String, StoreError> {
+    to_json(&session.sign_in, "session sign-in")
 }
 
-fn encode(session: &SessionRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&session.sign_in)
-        .map_err(|e| StoreError::InvalidRequest(format!("session sign-in: {e}")))
-}
-
-fn decode(
+/// A session from its row (`user_id, sign_in, created_us, expires_us`).
+pub(crate) fn session_row(
     user: String,
     sign_in: &str,
     created_us: i64,
@@ -85,331 +78,49 @@ fn decode(
 ) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         user: UserId::new(user).map_err(corrupt("session user"))?,
-        sign_in: serde_json::from_str(sign_in)
-            .map_err(|e| StoreError::Corrupt(format!("session sign-in: {e}")))?,
+        sign_in: from_json(sign_in, "session sign-in")?,
         created_at: to_ts(created_us, "session creation time")?,
         expires_at: to_ts(expires_us, "session expiry")?,
     })
 }
 
-fn sqlite_err(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::db(op, e)
+/// A pending sign-in taken from its row (`data, expires_us`): its data if it had not expired at
+/// `now`. An expired one is gone all the same: taking it deleted it.
+pub(crate) fn taken_pending(
+    data: &str,
+    expires_us: i64,
+    now: Timestamp,
+) -> Result<Option<Value>, StoreError> {
+    if expires_us <= now.as_micros() {
+        return Ok(None);
+    }
+    from_json(data, "pending sign-in").map(Some)
 }
 
-fn pg_err(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| StoreError::db(op, e)
-}
+// The statements both backends run alike (PostgreSQL's `$N` parameters; SQLite runs them through
+// `sqlite::sql`). Keeping only the newest sessions (`OFFSET`) is spelt differently.
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn add_session(
-        &self,
-        id_hash: &[u8; 32],
-        session: &SessionRecord,
-        max_per_user: u32,
-    ) -> Result<(), StoreError> {
-        let op = "add console session";
-        let (hash, sign_in) = (id_hash.to_vec(), encode(session)?);
-        let (user, created, expires) = (
-            session.user.as_str().to_owned(),
-            session.created_at.as_micros(),
-            session.expires_at.as_micros(),
-        );
-        self.read(op, move |c| {
-            let db = sqlite_err(op);
-            let tx =
-                rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)
-                    .map_err(&db)?;
-            tx.execute(
-                "DELETE FROM console_sessions WHERE expires_us <= ?1",
-                params![created],
-            )
-            .map_err(&db)?;
-            tx.execute(
-                "DELETE FROM console_sessions WHERE id_hash IN (
-                     SELECT id_hash FROM console_sessions WHERE user_id = ?1
-                     ORDER BY created_us DESC LIMIT -1 OFFSET ?2)",
-                params![user, max_per_user.saturating_sub(1)],
-            )
-            .map_err(&db)?;
-            tx.execute(
-                "INSERT INTO console_sessions (id_hash, user_id, sign_in, created_us, expires_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, user, sign_in, created, expires],
-            )
-            .map_err(&db)?;
-            tx.commit().map_err(&db)
-        })
-        .await
-    }
+pub(crate) const PRUNE_SESSIONS: &str = "DELETE FROM console_sessions WHERE expires_us <= $1";
 
-    async fn session(
-        &self,
-        id_hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let op = "read console session";
-        let hash = id_hash.to_vec();
-        let row = self
-            .read(op, move |c| {
-                c.query_row(
-                    "SELECT user_id, sign_in, created_us, expires_us FROM console_sessions
-                     WHERE id_hash = ?1 AND expires_us > ?2",
-                    params![hash, now.as_micros()],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(sqlite_err(op))
-            })
-            .await?;
-        row.map(|(u, s, c, e)| decode(u, &s, c, e)).transpose()
-    }
+pub(crate) const ADD_SESSION: &str =
+    "INSERT INTO console_sessions (id_hash, user_id, sign_in, created_us, expires_us)
+     VALUES ($1, $2, $3, $4, $5)";
 
-    async fn remove_session(&self, id_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        let op = "remove console session";
-        let hash = id_hash.to_vec();
-        self.read(op, move |c| {
-            c.execute(
-                "DELETE FROM console_sessions WHERE id_hash = ?1",
-                params![hash],
-            )
-            .map(|n| n > 0)
-            .map_err(sqlite_err(op))
-        })
-        .await
-    }
+/// The session with hash `$1` if it has not expired at `$2`.
+pub(crate) const LIVE_SESSION: &str =
+    "SELECT user_id, sign_in, created_us, expires_us FROM console_sessions
+     WHERE id_hash = $1 AND expires_us > $2";
 
-    async fn remove_user_sessions(&self, user: &UserId) -> Result<u64, StoreError> {
-        let op = "remove a user's console sessions";
-        let user = user.as_str().to_owned();
-        self.read(op, move |c| {
-            c.execute(
-                "DELETE FROM console_sessions WHERE user_id = ?1",
-                params![user],
-            )
-            .map(|n| n as u64)
-            .map_err(sqlite_err(op))
-        })
-        .await
-    }
+pub(crate) const REMOVE_SESSION: &str = "DELETE FROM console_sessions WHERE id_hash = $1";
 
-    async fn add_pending_sign_in(
-        &self,
-        id_hash: &[u8; 32],
-        data: &Value,
-        expires_at: Timestamp,
-        now: Timestamp,
-        max_pending: u32,
-    ) -> Result<(), StoreError> {
-        let op = "add pending sign-in";
-        let (hash, data) = (id_hash.to_vec(), data.to_string());
-        self.read(op, move |c| {
-            let db = sqlite_err(op);
-            let tx = rusqlite::Transaction::new_unchecked(
-                c,
-                rusqlite::TransactionBehavior::Immediate,
-            )
-            .map_err(&db)?;
-            tx.execute(
-                "DELETE FROM console_pending_sign_ins WHERE expires_us <= ?1",
-                params![now.as_micros()],
-            )
-            .map_err(&db)?;
-            tx.execute(
-                "DELETE FROM console_pending_sign_ins WHERE id_hash IN (
-                     SELECT id_hash FROM console_pending_sign_ins
-                     ORDER BY expires_us DESC LIMIT -1 OFFSET ?1)",
-                params![max_pending.saturating_sub(1)],
-            )
-            .map_err(&db)?;
-            tx.execute(
-                "INSERT INTO console_pending_sign_ins (id_hash, data, expires_us) VALUES (?1, ?2, ?3)",
-                params![hash, data, expires_at.as_micros()],
-            )
-            .map_err(&db)?;
-            tx.commit().map_err(&db)
-        })
-        .await
-    }
+pub(crate) const REMOVE_USER_SESSIONS: &str = "DELETE FROM console_sessions WHERE user_id = $1";
 
-    async fn take_pending_sign_in(
-        &self,
-        id_hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<Value>, StoreError> {
-        let op = "take pending sign-in";
-        let hash = id_hash.to_vec();
-        let data = self
-            .read(op, move |c| {
-                c.query_row(
-                    "DELETE FROM console_pending_sign_ins WHERE id_hash = ?1
-                     RETURNING data, expires_us",
-                    params![hash],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(sqlite_err(op))
-            })
-            .await?;
-        data.filter(|(_, expires)| *expires > now.as_micros())
-            .map(|(d, _)| pending_data(&d))
-            .transpose()
-    }
-}
+pub(crate) const PRUNE_PENDING_SIGN_INS: &str =
+    "DELETE FROM console_pending_sign_ins WHERE expires_us <= $1";
 
-#[async_trait]
-impl SessionStore for PgStore {
-    async fn add_session(
-        &self,
-        id_hash: &[u8; 32],
-        session: &SessionRecord,
-        max_per_user: u32,
-    ) -> Result<(), StoreError> {
-        let op = "add console session";
-        let db = pg_err(op);
-        let mut tx = self.pool().begin().await.map_err(&db)?;
-        sqlx::query("DELETE FROM console_sessions WHERE expires_us <= $1")
-            .bind(session.created_at.as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(&db)?;
-        sqlx::query(
-            "DELETE FROM console_sessions WHERE id_hash IN (
-                 SELECT id_hash FROM console_sessions WHERE user_id = $1
-                 ORDER BY created_us DESC OFFSET $2)",
-        )
-        .bind(session.user.as_str())
-        .bind(i64::from(max_per_user.saturating_sub(1)))
-        .execute(&mut *tx)
-        .await
-        .map_err(&db)?;
-        sqlx::query(
-            "INSERT INTO console_sessions (id_hash, user_id, sign_in, created_us, expires_us)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id_hash.as_slice())
-        .bind(session.user.as_str())
-        .bind(encode(session)?)
-        .bind(session.created_at.as_micros())
-        .bind(session.expires_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(&db)?;
-        tx.commit().await.map_err(&db)
-    }
+pub(crate) const ADD_PENDING_SIGN_IN: &str =
+    "INSERT INTO console_pending_sign_ins (id_hash, data, expires_us) VALUES ($1, $2, $3)";
 
-    async fn session(
-        &self,
-        id_hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let op = "read console session";
-        let db = pg_err(op);
-        let row = sqlx::query(
-            "SELECT user_id, sign_in, created_us, expires_us FROM console_sessions
-             WHERE id_hash = $1 AND expires_us > $2",
-        )
-        .bind(id_hash.as_slice())
-        .bind(now.as_micros())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(&db)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let sign_in: String = row.try_get(1).map_err(&db)?;
-        decode(
-            row.try_get(0).map_err(&db)?,
-            &sign_in,
-            row.try_get(2).map_err(&db)?,
-            row.try_get(3).map_err(&db)?,
-        )
-        .map(Some)
-    }
-
-    async fn remove_session(&self, id_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
-            .bind(id_hash.as_slice())
-            .execute(self.pool())
-            .await
-            .map_err(pg_err("remove console session"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn remove_user_sessions(&self, user: &UserId) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
-            .bind(user.as_str())
-            .execute(self.pool())
-            .await
-            .map_err(pg_err("remove a user's console sessions"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn add_pending_sign_in(
-        &self,
-        id_hash: &[u8; 32],
-        data: &Value,
-        expires_at: Timestamp,
-        now: Timestamp,
-        max_pending: u32,
-    ) -> Result<(), StoreError> {
-        let op = "add pending sign-in";
-        let db = pg_err(op);
-        let mut tx = self.pool().begin().await.map_err(&db)?;
-        sqlx::query("DELETE FROM console_pending_sign_ins WHERE expires_us <= $1")
-            .bind(now.as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(&db)?;
-        sqlx::query(
-            "DELETE FROM console_pending_sign_ins WHERE id_hash IN (
-                 SELECT id_hash FROM console_pending_sign_ins ORDER BY expires_us DESC OFFSET $1)",
-        )
-        .bind(i64::from(max_pending.saturating_sub(1)))
-        .execute(&mut *tx)
-        .await
-        .map_err(&db)?;
-        sqlx::query(
-            "INSERT INTO console_pending_sign_ins (id_hash, data, expires_us) VALUES ($1, $2, $3)",
-        )
-        .bind(id_hash.as_slice())
-        .bind(data.to_string())
-        .bind(expires_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(&db)?;
-        tx.commit().await.map_err(&db)
-    }
-
-    async fn take_pending_sign_in(
-        &self,
-        id_hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<Value>, StoreError> {
-        let op = "take pending sign-in";
-        let db = pg_err(op);
-        let row = sqlx::query(
-            "DELETE FROM console_pending_sign_ins WHERE id_hash = $1 RETURNING data, expires_us",
-        )
-        .bind(id_hash.as_slice())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(&db)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let expires: i64 = row.try_get(1).map_err(&db)?;
-        if expires <= now.as_micros() {
-            return Ok(None);
-        }
-        let data: String = row.try_get(0).map_err(&db)?;
-        pending_data(&data).map(Some)
-    }
-}
+/// Reads and deletes in one statement: two callbacks racing with one cookie cannot both get it.
+pub(crate) const TAKE_PENDING_SIGN_IN: &str =
+    "DELETE FROM console_pending_sign_ins WHERE id_hash = $1 RETURNING data, expires_us";

@@ -224,7 +224,8 @@ async fn durable_use_in(
             arguments: args,
         };
         let t = Instant::now();
-        let outcome = writ_store::use_grant(&store, &grant.id, &attempt, Timestamp::now()).await?;
+        let outcome =
+            writ_gateway::auth::use_grant(&store, &grant.id, &attempt, Timestamp::now()).await?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
         anyhow::ensure!(
             outcome.is_ok(),

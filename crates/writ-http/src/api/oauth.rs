@@ -26,7 +26,7 @@ pub(super) async fn token(State(gw): State<Arc<Gateway>>, RawBody(body): RawBody
         Ok(r) => r,
         Err(e) => return oauth_error(e),
     };
-    match writ_store::identity::exchange_token(
+    match writ_gateway::auth::exchange_token(
         gw.db.as_ref(),
         &gw.issuer,
         &request,

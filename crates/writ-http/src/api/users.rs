@@ -11,10 +11,10 @@ use serde_json::json;
 use writ_core::Timestamp;
 use writ_gateway::Gateway;
 use writ_gateway::admin::{Actor, AdminEvent};
+use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
 use writ_identity::UserId;
 use writ_identity::password::Password;
 use writ_store::identity::UserRecord;
-use writ_store::passwords::{self, Authority, PasswordChangeError};
 
 use super::extract::{AdminUser, JsonBody, SignedUser, parse};
 use super::{ApiResult, ok};

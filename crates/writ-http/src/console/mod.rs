@@ -11,8 +11,8 @@
 //! the API. What it adds is the browser's side of security:
 //!
 //! - **Sessions**: sign-in with a user id and password (Argon2id hashes, a lock after repeated
-//!   failures: `writ_store::passwords`) or with a user API key creates a server-side session,
-//!   a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
+//!   failures: `writ_gateway::auth::passwords`) or with a user API key creates a server-side
+//!   session, a random 256-bit id held by the browser in the `writ_session` cookie (`HttpOnly;
 //!   SameSite=Strict; Path=/console`, `Secure` unless the request's host is loopback). The
 //!   store keeps only the SHA-256 of the id (`writ_store::SessionStore`: a restart keeps the
 //!   session and every replica shares it), for at most [`SESSION_LIFETIME`]. Every request
@@ -628,14 +628,14 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
 
 /// Sign-in with a user id and password. An unknown user, a user without a password, a wrong
 /// password and a locked one get the same answer (and take as long: see
-/// `writ_store::passwords::sign_in`), so the form tells nobody which users exist.
+/// `writ_gateway::auth::passwords::sign_in`), so the form tells nobody which users exist.
 async fn password_login(
     c: &Console,
     headers: &HeaderMap,
     user: &str,
     password: &writ_identity::password::Password,
 ) -> Response {
-    use writ_store::passwords::{SignIn, sign_in};
+    use writ_gateway::auth::passwords::{SignIn, sign_in};
     let now = writ_core::Timestamp::now();
     match sign_in(c.gw.db.as_ref(), user, password, now).await {
         Ok(SignIn::Accepted { user, set_at }) => {
@@ -1336,8 +1336,8 @@ async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
     use writ_identity::password::Password;
-    use writ_store::passwords::{self, Authority, PasswordChangeError};
     let (who, f): (SignedIn, PasswordForm) = match c.posted(&headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,

@@ -1,7 +1,8 @@
 //! Console passwords over an [`IdentityStore`]: setting one and signing in with one. The rules
-//! and the Argon2id hashing are `writ_identity::password`'s; this module adds the rows (failure
-//! count, lock) and runs every hash and verification on a blocking thread, never on the async
-//! runtime's workers.
+//! and the Argon2id hashing are `writ_identity::password`'s, the rows (the hash, the failure
+//! count and the lock it earns, each counted in one atomic statement) are the store's; this
+//! module decides what to refuse and runs every hash and verification on a blocking thread,
+//! never on the async runtime's workers, at most as many at once as there are cores.
 //!
 //! Sign-in never tells an unknown user, a user without a password, a wrong password and a locked
 //! password apart in what it costs: each spends one Argon2id verification, real or
@@ -15,8 +16,8 @@ use writ_core::Timestamp;
 use writ_identity::UserId;
 use writ_identity::password::{self, Password, PasswordError};
 
-use crate::StoreError;
-use crate::identity::{IdentityStore, UserRecord};
+use writ_store::StoreError;
+use writ_store::identity::{IdentityStore, PasswordFailures, UserRecord};
 
 /// Why a password could not be set.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +71,20 @@ async fn turn() -> Option<SemaphorePermit<'static>> {
         .and_then(Result::ok)
 }
 
+/// A blocking thread that panicked or was cancelled, reported as the store reports its own.
+fn thread_lost(op: &'static str, e: tokio::task::JoinError) -> StoreError {
+    StoreError::Database {
+        op,
+        message: e.to_string(),
+    }
+}
+
 /// Hashes on a blocking thread.
 async fn hash(new: &Password) -> Result<String, PasswordChangeError> {
     let new = new.clone();
     tokio::task::spawn_blocking(move || password::hash(&new))
         .await
-        .map_err(|e| StoreError::db("hash password", e))?
+        .map_err(|e| thread_lost("hash password", e))?
         .map_err(PasswordChangeError::Hashing)
 }
 
@@ -90,7 +99,7 @@ async fn verify(phc: Option<String>, candidate: &Password) -> Result<bool, Store
         }
     })
     .await
-    .map_err(|e| StoreError::db("verify password", e))?
+    .map_err(|e| thread_lost("verify password", e))?
     .or_else(|e| {
         // Fail closed, and say so in the log: a stored hash that cannot be read never matches.
         tracing::error!(error = %e, "a stored password hash could not be verified");
@@ -174,7 +183,7 @@ pub async fn sign_in(
         verify(None, candidate).await?;
         return Ok(SignIn::Refused);
     };
-    let locked = |failed: Option<crate::identity::PasswordFailures>| match failed {
+    let locked = |failed: Option<PasswordFailures>| match failed {
         Some(f) => match f.locked_until.filter(|u| *u > now) {
             Some(until) => SignIn::Locked {
                 user: user.clone(),
@@ -217,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn sign_ins_beyond_the_cores_wait_then_are_turned_away() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::sqlite::SqliteStore::open(&dir.path().join("writ.db"))
+        let store = writ_store::sqlite::SqliteStore::open(&dir.path().join("writ.db"))
             .await
             .unwrap();
         let all = u32::try_from(ARGON2.available_permits()).unwrap();

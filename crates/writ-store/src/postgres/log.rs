@@ -1,25 +1,26 @@
-//! The PostgreSQL backend, for deployments that share one database between several `writ`
-//! processes.
+//! The audit log on PostgreSQL: connecting the store, its writer task, and the [`Store`] reads.
 //!
-//! Like the SQLite backend, each process runs one writer task that group-commits the appends
-//! waiting at that moment in one transaction (one WAL flush). Each batch takes a transaction-level
-//! advisory lock on the log and checks the log size under it, so that several processes can
-//! append to one database without ever racing for a sequence number: the lock serialises the
-//! batches, and a writer whose view is stale reloads its O(log n) tree state.
+//! Each batch takes a transaction-level advisory lock on the log and checks the log size under
+//! it, so that several processes can append to one database without ever racing for a sequence
+//! number: the lock serialises the batches, and a writer whose view is stale reloads its
+//! O(log n) tree state.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 use writ_audit::{Frontier, Hash, NodeId};
-use writ_core::{NewEntry, Timestamp};
+use writ_core::NewEntry;
 
-use crate::migrate;
-use crate::sequencer::{
-    self, AppendJob, Batch, LogState, MAX_BATCH_ENTRIES, to_hash, to_i64, to_u64,
+use super::{PgStore, db, redact, run_migrations};
+use crate::columns::{to_hash, to_i64, to_u64};
+use crate::log::{
+    ADD_CHECKPOINT, CHECKPOINTS, ENTRIES_FROM, ENTRY_COLUMNS, ENTRY_TIME, LEAVES_BETWEEN,
+    NODE_COUNT, NODES_BETWEEN, RawEntry, checkpoint_row, node_row,
 };
+use crate::sequencer::{self, AppendJob, Batch, LogState};
 use crate::{
     AppendReceipt, Backend, EntryFilter, Store, StoreError, StoredCheckpoint, StoredEntry,
 };
@@ -27,12 +28,6 @@ use crate::{
 /// The lock that serialises appends across processes (per schema).
 const LOG_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.writ_audit_log'))";
-
-/// The PostgreSQL store.
-pub struct PgStore {
-    pool: PgPool,
-    writer: mpsc::UnboundedSender<AppendJob>,
-}
 
 impl PgStore {
     /// Connects to `url` (a `postgres://` URL; `?options=-c search_path=SCHEMA` selects a schema)
@@ -52,95 +47,14 @@ impl PgStore {
         tokio::spawn(writer_loop(pool.clone(), rx));
         Ok(PgStore { pool, writer: tx })
     }
-
-    /// Hands `changes` and `entries` to the writer as one job and waits for its commit.
-    pub(crate) async fn commit_job(
-        &self,
-        changes: Vec<crate::actions::Change>,
-        entries: Vec<NewEntry>,
-    ) -> Result<Vec<AppendReceipt>, StoreError> {
-        let Some((job, answer)) = AppendJob::prepare_with(changes, entries)? else {
-            return Ok(Vec::new());
-        };
-        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
-        sequencer::wait(answer).await
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
-
-/// An error message about a URL that never repeats the URL (it may hold a password).
-fn redact(_url: &str, err: impl std::fmt::Display) -> String {
-    format!("{err} (URL not shown: it may contain a password)")
-}
-
-async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
-    let op = "migrate";
-    let mut conn = pool.acquire().await.map_err(|e| StoreError::db(op, e))?;
-    let mut tx = conn.begin().await.map_err(|e| StoreError::db(op, e))?;
-    // Replicas starting together must not migrate twice.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.writ_migrate'))")
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| StoreError::db(op, e))?;
-    sqlx::query(migrate::CREATE_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| StoreError::db(op, e))?;
-    let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM writ_schema")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(op, e))?;
-    for m in migrate::pending(migrate::POSTGRES, current)? {
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
-            StoreError::db(op, format!("migration {} ({}): {e}", m.version, m.name))
-        })?;
-        sqlx::query("INSERT INTO writ_schema (version, name, applied_us) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(Timestamp::now().as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(op, e))?;
-    }
-    tx.commit().await.map_err(|e| StoreError::db(op, e))
 }
 
 async fn writer_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<AppendJob>) {
     let mut state: Option<LogState> = None;
     while let Some(first) = rx.recv().await {
-        let mut queued = first.entries.len();
-        let mut jobs = vec![first];
-        while queued < MAX_BATCH_ENTRIES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    queued += job.entries.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        match commit_batch(&pool, &mut state, &jobs).await {
-            Ok(results) => {
-                for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
-                }
-            }
-            Err(err) => {
-                state = None;
-                tracing::error!(error = %err, "audit append failed; nothing of this batch was committed");
-                let message = err.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Database {
-                        op: "append",
-                        message: message.clone(),
-                    }));
-                }
-            }
-        }
+        let jobs = sequencer::gather(first, || rx.try_recv().ok());
+        let outcome = commit_batch(&pool, &mut state, &jobs).await;
+        sequencer::answer(jobs, outcome, &mut state);
     }
 }
 
@@ -150,11 +64,11 @@ async fn commit_batch(
     jobs: &[AppendJob],
 ) -> Result<Vec<Result<Vec<AppendReceipt>, StoreError>>, StoreError> {
     let op = "append";
-    let mut tx = pool.begin().await.map_err(|e| StoreError::db(op, e))?;
+    let mut tx = pool.begin().await.map_err(db(op))?;
     sqlx::query(LOG_LOCK)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::db(op, e))?;
+        .map_err(db(op))?;
     let size = log_size(&mut tx).await?;
     let mut current = match state.take() {
         Some(s) if s.frontier.size() == size => s,
@@ -170,20 +84,20 @@ async fn commit_batch(
         sqlx::query("SAVEPOINT writ_job")
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::db(op, e))?;
-        match crate::actions_postgres::apply(&mut tx, &job.changes).await {
+            .map_err(db(op))?;
+        match super::actions::apply(&mut tx, &job.changes).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT writ_job")
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| StoreError::db(op, e))?;
+                    .map_err(db(op))?;
                 refused.push(None);
             }
             Err(err) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT writ_job")
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| StoreError::db(op, e))?;
+                    .map_err(db(op))?;
                 refused.push(Some(err));
             }
         }
@@ -217,9 +131,9 @@ async fn commit_batch(
         .bind(hashes)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::db(op, e))?;
+        .map_err(db(op))?;
     }
-    tx.commit().await.map_err(|e| StoreError::db(op, e))?;
+    tx.commit().await.map_err(db(op))?;
     *state = Some(current);
     Ok(sequencer::job_results(refused, receipts))
 }
@@ -282,7 +196,7 @@ async fn insert_entries(
     .bind(leaves)
     .execute(tx)
     .await
-    .map_err(|e| StoreError::db(op, e))?;
+    .map_err(db(op))?;
     Ok(())
 }
 
@@ -295,36 +209,20 @@ async fn log_size(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError> {
     to_u64(size, "log size")
 }
 
+/// Rebuilds the writer's state from the O(log n) nodes on the right edge of the tree.
 async fn load_state(conn: &mut sqlx::PgConnection, size: u64) -> Result<LogState, StoreError> {
-    let ids = Frontier::nodes_for_size(size);
-    let found = get_nodes(&mut *conn, &ids).await?;
-    let hashes = ids
-        .iter()
-        .map(|id| {
-            found.get(id).copied().ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "node level {} index {} is missing",
-                    id.level, id.index
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let frontier = Frontier::from_nodes(size, hashes)?;
-    let last_time = if size == 0 {
-        Timestamp::UNIX_EPOCH
-    } else {
-        let micros: i64 = sqlx::query_scalar("SELECT time_us FROM audit_entries WHERE seq = $1")
-            .bind(to_i64(size - 1, "sequence number")?)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| StoreError::db("load log state", e))?;
-        Timestamp::from_micros(micros)
-            .map_err(|e| StoreError::Corrupt(format!("entry {}: time {micros}: {e}", size - 1)))?
+    let found = get_nodes(&mut *conn, &Frontier::nodes_for_size(size)).await?;
+    let last_time_us = match size {
+        0 => None,
+        _ => Some(
+            sqlx::query_scalar(ENTRY_TIME)
+                .bind(to_i64(size - 1, "sequence number")?)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("load log state"))?,
+        ),
     };
-    Ok(LogState {
-        frontier,
-        last_time,
-    })
+    LogState::load(size, &found, last_time_us)
 }
 
 /// Fetches node hashes in one round trip: leaves from the entries table, the rest from nodes.
@@ -349,12 +247,12 @@ async fn get_nodes(
     .bind(idxs)
     .fetch_all(conn)
     .await
-    .map_err(|e| StoreError::db(op, e))?;
+    .map_err(db(op))?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
-        let level: i16 = row.try_get(0).map_err(|e| StoreError::db(op, e))?;
-        let idx: i64 = row.try_get(1).map_err(|e| StoreError::db(op, e))?;
-        let hash: Option<Vec<u8>> = row.try_get(2).map_err(|e| StoreError::db(op, e))?;
+        let level: i16 = row.try_get(0).map_err(db(op))?;
+        let idx: i64 = row.try_get(1).map_err(db(op))?;
+        let hash: Option<Vec<u8>> = row.try_get(2).map_err(db(op))?;
         if let Some(hash) = hash {
             let level = u8::try_from(level)
                 .map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
@@ -372,24 +270,17 @@ async fn get_nodes(
 
 fn row_to_stored(row: &sqlx::postgres::PgRow) -> Result<StoredEntry, StoreError> {
     let op = "read entries";
-    let seq: i64 = row.try_get("seq").map_err(|e| StoreError::db(op, e))?;
-    let leaf: Vec<u8> = row
-        .try_get("leaf_hash")
-        .map_err(|e| StoreError::db(op, e))?;
-    Ok(StoredEntry {
-        seq: to_u64(seq, "sequence number")?,
-        time_us: row.try_get("time_us").map_err(|e| StoreError::db(op, e))?,
-        action_id: row
-            .try_get("action_id")
-            .map_err(|e| StoreError::db(op, e))?,
-        kind: row.try_get("kind").map_err(|e| StoreError::db(op, e))?,
-        actor: row.try_get("actor").map_err(|e| StoreError::db(op, e))?,
-        entry: row.try_get("entry").map_err(|e| StoreError::db(op, e))?,
-        leaf_hash: to_hash(&leaf, &format!("leaf hash of entry {seq}"))?,
-    })
+    RawEntry {
+        seq: row.try_get("seq").map_err(db(op))?,
+        time_us: row.try_get("time_us").map_err(db(op))?,
+        action_id: row.try_get("action_id").map_err(db(op))?,
+        kind: row.try_get("kind").map_err(db(op))?,
+        actor: row.try_get("actor").map_err(db(op))?,
+        entry: row.try_get("entry").map_err(db(op))?,
+        leaf_hash: row.try_get("leaf_hash").map_err(db(op))?,
+    }
+    .decode()
 }
-
-const ENTRY_COLUMNS: &str = "seq, time_us, action_id, kind, actor, entry, leaf_hash";
 
 #[async_trait]
 impl Store for PgStore {
@@ -428,31 +319,31 @@ impl Store for PgStore {
         let op = "read tree nodes";
         let (lo, hi) = (to_i64(lo, "node index")?, to_i64(hi, "node index")?);
         let rows = if level == 0 {
-            sqlx::query("SELECT seq AS idx, leaf_hash AS hash FROM audit_entries WHERE seq BETWEEN $1 AND $2 ORDER BY seq")
+            sqlx::query(LEAVES_BETWEEN)
                 .bind(lo)
                 .bind(hi)
                 .fetch_all(&self.pool)
                 .await
         } else {
-            sqlx::query("SELECT idx, hash FROM audit_nodes WHERE level = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx")
+            sqlx::query(NODES_BETWEEN)
                 .bind(i16::from(level))
                 .bind(lo)
                 .bind(hi)
                 .fetch_all(&self.pool)
                 .await
         }
-        .map_err(|e| StoreError::db(op, e))?;
+        .map_err(db(op))?;
         rows.iter()
             .map(|row| {
-                let idx: i64 = row.try_get("idx").map_err(|e| StoreError::db(op, e))?;
-                let hash: Vec<u8> = row.try_get("hash").map_err(|e| StoreError::db(op, e))?;
-                Ok((to_u64(idx, "node index")?, to_hash(&hash, "node hash")?))
+                let idx: i64 = row.try_get("idx").map_err(db(op))?;
+                let hash: Vec<u8> = row.try_get("hash").map_err(db(op))?;
+                node_row(idx, &hash, level)
             })
             .collect()
     }
 
     async fn node_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_nodes")
+        let n: i64 = sqlx::query_scalar(NODE_COUNT)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| StoreError::db("count tree nodes", e))?;
@@ -460,15 +351,12 @@ impl Store for PgStore {
     }
 
     async fn entries(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
-        // Only constant column names are interpolated; values are bound.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
-        )))
-        .bind(to_i64(from_seq, "sequence number")?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreError::db("read entries", e))?;
+        let rows = sqlx::query(ENTRIES_FROM)
+            .bind(to_i64(from_seq, "sequence number")?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("read entries", e))?;
         rows.iter().map(row_to_stored).collect()
     }
 
@@ -506,36 +394,32 @@ impl Store for PgStore {
     }
 
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (tree_size, root_hash, note, created_us)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
-        )
-        .bind(to_i64(cp.tree_size, "tree size")?)
-        .bind(cp.root_hash.0.to_vec())
-        .bind(cp.note)
-        .bind(cp.created_us)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::db("store checkpoint", e))?;
+        sqlx::query(ADD_CHECKPOINT)
+            .bind(to_i64(cp.tree_size, "tree size")?)
+            .bind(cp.root_hash.0.to_vec())
+            .bind(cp.note)
+            .bind(cp.created_us)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("store checkpoint", e))?;
         Ok(())
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         let op = "read checkpoints";
-        let rows = sqlx::query("SELECT tree_size, root_hash, note, created_us FROM audit_checkpoints ORDER BY tree_size")
+        let rows = sqlx::query(CHECKPOINTS)
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::db(op, e))?;
+            .map_err(db(op))?;
         rows.iter()
             .map(|row| {
-                let size: i64 = row.try_get(0).map_err(|e| StoreError::db(op, e))?;
-                let root: Vec<u8> = row.try_get(1).map_err(|e| StoreError::db(op, e))?;
-                Ok(StoredCheckpoint {
-                    tree_size: to_u64(size, "tree size")?,
-                    root_hash: to_hash(&root, "checkpoint root")?,
-                    note: row.try_get(2).map_err(|e| StoreError::db(op, e))?,
-                    created_us: row.try_get(3).map_err(|e| StoreError::db(op, e))?,
-                })
+                let root: Vec<u8> = row.try_get(1).map_err(db(op))?;
+                checkpoint_row(
+                    row.try_get(0).map_err(db(op))?,
+                    &root,
+                    row.try_get(2).map_err(db(op))?,
+                    row.try_get(3).map_err(db(op))?,
+                )
             })
             .collect()
     }
@@ -547,56 +431,4 @@ impl Store for PgStore {
             .map_err(|e| StoreError::db("ping", e))?;
         Ok(())
     }
-}
-
-/// Creates `schema` (if absent) and returns `url` with its `search_path` set to it: how tests and
-/// benchmarks get a private, disposable log inside a shared database.
-pub async fn url_with_fresh_schema(url: &str, schema: &str) -> Result<String, StoreError> {
-    validate_schema(schema)?;
-    let options: PgConnectOptions = url
-        .parse()
-        .map_err(|e| StoreError::db("parse database URL", redact(url, e)))?;
-    let mut conn = sqlx::PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| StoreError::db("connect to PostgreSQL", e))?;
-    // The schema name was checked above to be letters, digits and `_` only.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}"
-    )))
-    .execute(&mut conn)
-    .await
-    .map_err(|e| StoreError::db("create schema", e))?;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
-}
-
-/// Drops a schema made by [`url_with_fresh_schema`] and everything in it.
-pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
-    validate_schema(schema)?;
-    let options: PgConnectOptions = url
-        .parse()
-        .map_err(|e| StoreError::db("parse database URL", redact(url, e)))?;
-    let mut conn = sqlx::PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| StoreError::db("connect to PostgreSQL", e))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .map_err(|e| StoreError::db("drop schema", e))?;
-    Ok(())
-}
-
-fn validate_schema(schema: &str) -> Result<(), StoreError> {
-    if schema.is_empty()
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(StoreError::InvalidRequest(format!(
-            "schema name {schema:?}: use letters, digits and _"
-        )));
-    }
-    Ok(())
 }

@@ -1,26 +1,26 @@
-//! Actions and approvals on PostgreSQL. Changes are applied by the writer task inside its group
-//! commit ([`apply`]); reads use the pool.
+//! [`ActionStore`] on PostgreSQL. Changes are applied by the writer task inside its group
+//! commit ([`apply`], called from `log.rs`); reads use the pool.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Row};
 use writ_core::{ActionId, NewEntry};
 
+use super::{PgStore, db};
 use crate::actions::{
-    ACTION_COLUMNS, APPROVAL_COLUMNS, ActionFilter, ActionRow, ActionStore, ApprovalRow,
-    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, grant_spent,
-    state_conflict, to_json,
+    ACTION_BY_ID, ACTION_BY_KEY, ACTION_COLUMNS, ACTION_STATE, APPROVAL_BY_ACTION, APPROVAL_BY_ID,
+    APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore, ApprovalRow,
+    ApprovalState, Change, DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL, INSERT_DECISION,
+    RawAction, RawApproval, action_exists, decision_exists, decode_decision, grant_spent,
+    state_conflict,
 };
-use crate::postgres::PgStore;
+use crate::columns::to_json;
+use crate::identity::SPEND_GRANT;
 use crate::{AppendReceipt, StoreError};
-
-fn db(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| StoreError::db(op, e)
-}
 
 /// Applies `changes` in order on the writer's transaction; the first refusal stops and is
 /// returned (the caller rolls back to its savepoint).
-pub(crate) async fn apply(
+pub(super) async fn apply(
     conn: &mut sqlx::PgConnection,
     changes: &[Change],
 ) -> Result<(), StoreError> {
@@ -28,41 +28,31 @@ pub(crate) async fn apply(
     for change in changes {
         match change {
             Change::InsertAction(a) => {
-                let n = sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO actions ({ACTION_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                     ON CONFLICT DO NOTHING"
-                )))
-                .bind(a.id.as_str())
-                .bind(&a.agent)
-                .bind(&a.user)
-                .bind(&a.grant)
-                .bind(&a.connector)
-                .bind(&a.operation)
-                .bind(&a.action_hash)
-                .bind(&a.idempotency_key)
-                .bind(a.state.as_str())
-                .bind(to_json(&a.request, "action request")?)
-                .bind(
-                    a.result
-                        .as_ref()
-                        .map(|r| to_json(r, "action result"))
-                        .transpose()?,
-                )
-                .bind(a.created.as_micros())
-                .bind(a.updated.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                let n = sqlx::query(INSERT_ACTION)
+                    .bind(a.id.as_str())
+                    .bind(&a.agent)
+                    .bind(&a.user)
+                    .bind(&a.grant)
+                    .bind(&a.connector)
+                    .bind(&a.operation)
+                    .bind(&a.action_hash)
+                    .bind(&a.idempotency_key)
+                    .bind(a.state.as_str())
+                    .bind(to_json(&a.request, "action request")?)
+                    .bind(
+                        a.result
+                            .as_ref()
+                            .map(|r| to_json(r, "action result"))
+                            .transpose()?,
+                    )
+                    .bind(a.created.as_micros())
+                    .bind(a.updated.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
-                    return Err(StoreError::AlreadyExists(match &a.idempotency_key {
-                        Some(key) => format!(
-                            "an action of agent {} with idempotency key {key:?}",
-                            a.agent
-                        ),
-                        None => format!("action {}", a.id),
-                    }));
+                    return Err(action_exists(a));
                 }
             }
             Change::SetActionState {
@@ -92,12 +82,11 @@ pub(crate) async fn apply(
                 .map_err(db(op))?
                 .rows_affected();
                 if n == 0 {
-                    let found: Option<String> =
-                        sqlx::query_scalar("SELECT state FROM actions WHERE id = $1")
-                            .bind(id.as_str())
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db(op))?;
+                    let found: Option<String> = sqlx::query_scalar(ACTION_STATE)
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db(op))?;
                     return Err(state_conflict(
                         "action",
                         id.as_str(),
@@ -107,44 +96,35 @@ pub(crate) async fn apply(
                 }
             }
             Change::InsertApproval(a) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO approvals ({APPROVAL_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                )))
-                .bind(&a.id)
-                .bind(a.action_id.as_str())
-                .bind(&a.action_hash)
-                .bind(a.state.as_str())
-                .bind(&a.user)
-                .bind(to_json(&serde_json::json!(a.approvers), "approvers")?)
-                .bind(i64::from(a.quorum))
-                .bind(a.expires.as_micros())
-                .bind(&a.reason)
-                .bind(a.created.as_micros())
-                .bind(a.updated.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?;
+                sqlx::query(INSERT_APPROVAL)
+                    .bind(&a.id)
+                    .bind(a.action_id.as_str())
+                    .bind(&a.action_hash)
+                    .bind(a.state.as_str())
+                    .bind(&a.user)
+                    .bind(to_json(&serde_json::json!(a.approvers), "approvers")?)
+                    .bind(i64::from(a.quorum))
+                    .bind(a.expires.as_micros())
+                    .bind(&a.reason)
+                    .bind(a.created.as_micros())
+                    .bind(a.updated.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?;
             }
             Change::InsertDecision(d) => {
-                let n = sqlx::query(
-                    "INSERT INTO approval_decisions (approval_id, approver, decision, comment, time_us)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&d.approval_id)
-                .bind(&d.approver)
-                .bind(d.decision.as_str())
-                .bind(&d.comment)
-                .bind(d.time.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                let n = sqlx::query(INSERT_DECISION)
+                    .bind(&d.approval_id)
+                    .bind(&d.approver)
+                    .bind(d.decision.as_str())
+                    .bind(&d.comment)
+                    .bind(d.time.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "a decision by {} on approval {}",
-                        d.approver, d.approval_id
-                    )));
+                    return Err(decision_exists(d));
                 }
             }
             Change::SpendGrant {
@@ -154,19 +134,14 @@ pub(crate) async fn apply(
             } => {
                 // PostgreSQL re-evaluates the WHERE clause on the newest row version under the
                 // row lock, so concurrent spends cannot pass the budget test on old numbers.
-                let n = sqlx::query(
-                    "UPDATE identity_grants SET uses = uses + 1, sum_micros = sum_micros + $2
-                     WHERE id = $1 AND revoked_us IS NULL AND expires_us > $3
-                       AND (max_uses IS NULL OR uses < max_uses)
-                       AND (max_sum IS NULL OR sum_micros + $2 <= max_sum)",
-                )
-                .bind(grant)
-                .bind(amount_micros)
-                .bind(now.as_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(db(op))?
-                .rows_affected();
+                let n = sqlx::query(SPEND_GRANT)
+                    .bind(grant)
+                    .bind(amount_micros)
+                    .bind(now.as_micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db(op))?
+                    .rows_affected();
                 if n == 0 {
                     return Err(grant_spent(grant));
                 }
@@ -185,12 +160,11 @@ pub(crate) async fn apply(
                 .map_err(db(op))?
                 .rows_affected();
                 if n == 0 {
-                    let found: Option<String> =
-                        sqlx::query_scalar("SELECT state FROM approvals WHERE id = $1")
-                            .bind(id)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db(op))?;
+                    let found: Option<String> = sqlx::query_scalar(APPROVAL_STATE)
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db(op))?;
                     return Err(state_conflict(
                         "approval",
                         id,
@@ -243,22 +217,20 @@ fn raw_approval(r: &PgRow) -> Result<ApprovalRow, StoreError> {
 }
 
 impl PgStore {
-    /// The approval whose `column` (a fixed column name, never input) equals `value`.
-    async fn approval_where(
+    /// The one approval `statement` finds for `value`.
+    async fn one_approval(
         &self,
-        column: &'static str,
+        statement: &'static str,
         value: &str,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {column} = $1"
-        )))
-        .bind(value)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read approval"))?
-        .as_ref()
-        .map(raw_approval)
-        .transpose()
+        sqlx::query(statement)
+            .bind(value)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read approval"))?
+            .as_ref()
+            .map(raw_approval)
+            .transpose()
     }
 }
 
@@ -273,30 +245,26 @@ impl ActionStore for PgStore {
     }
 
     async fn action(&self, id: &ActionId) -> Result<Option<ActionRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ACTION_COLUMNS} FROM actions WHERE id = $1"
-        )))
-        .bind(id.as_str())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read action"))?
-        .as_ref()
-        .map(raw_action)
-        .transpose()
+        sqlx::query(ACTION_BY_ID)
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read action"))?
+            .as_ref()
+            .map(raw_action)
+            .transpose()
     }
 
     async fn action_by_key(&self, agent: &str, key: &str) -> Result<Option<ActionRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ACTION_COLUMNS} FROM actions WHERE agent_id = $1 AND idempotency_key = $2"
-        )))
-        .bind(agent)
-        .bind(key)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db("read action"))?
-        .as_ref()
-        .map(raw_action)
-        .transpose()
+        sqlx::query(ACTION_BY_KEY)
+            .bind(agent)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read action"))?
+            .as_ref()
+            .map(raw_action)
+            .transpose()
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRow>, StoreError> {
@@ -327,11 +295,11 @@ impl ActionStore for PgStore {
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        self.approval_where("id", id).await
+        self.one_approval(APPROVAL_BY_ID, id).await
     }
 
     async fn approval_for_action(&self, id: &ActionId) -> Result<Option<ApprovalRow>, StoreError> {
-        self.approval_where("action_id", id.as_str()).await
+        self.one_approval(APPROVAL_BY_ACTION, id.as_str()).await
     }
 
     async fn approvals(
@@ -355,24 +323,21 @@ impl ActionStore for PgStore {
 
     async fn decisions(&self, approval_id: &str) -> Result<Vec<DecisionRow>, StoreError> {
         let op = "read decisions";
-        sqlx::query(
-            "SELECT approval_id, approver, decision, comment, time_us
-             FROM approval_decisions WHERE approval_id = $1 ORDER BY time_us, approver",
-        )
-        .bind(approval_id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db(op))?
-        .iter()
-        .map(|r| {
-            decode_decision(
-                r.try_get(0).map_err(db(op))?,
-                r.try_get(1).map_err(db(op))?,
-                r.try_get(2).map_err(db(op))?,
-                r.try_get(3).map_err(db(op))?,
-                r.try_get(4).map_err(db(op))?,
-            )
-        })
-        .collect()
+        sqlx::query(DECISIONS)
+            .bind(approval_id)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db(op))?
+            .iter()
+            .map(|r| {
+                decode_decision(
+                    r.try_get(0).map_err(db(op))?,
+                    r.try_get(1).map_err(db(op))?,
+                    r.try_get(2).map_err(db(op))?,
+                    r.try_get(3).map_err(db(op))?,
+                    r.try_get(4).map_err(db(op))?,
+                )
+            })
+            .collect()
     }
 }

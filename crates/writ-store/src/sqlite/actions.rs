@@ -1,35 +1,31 @@
-//! Actions and approvals on SQLite. Changes are applied by the writer thread inside its group
-//! commit ([`apply`]); reads use the read pool.
+//! [`ActionStore`] on SQLite. Changes are applied by the writer thread inside its group commit
+//! ([`apply`], called from `log.rs`); reads use the pool.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use writ_core::{ActionId, NewEntry};
 
+use super::{SqliteStore, db, sql};
 use crate::actions::{
-    ACTION_COLUMNS, APPROVAL_COLUMNS, ActionFilter, ActionRow, ActionStore, ApprovalRow,
-    ApprovalState, Change, DecisionRow, RawAction, RawApproval, decode_decision, grant_spent,
-    state_conflict, to_json,
+    ACTION_BY_ID, ACTION_BY_KEY, ACTION_COLUMNS, ACTION_STATE, APPROVAL_BY_ACTION, APPROVAL_BY_ID,
+    APPROVAL_COLUMNS, APPROVAL_STATE, ActionFilter, ActionRow, ActionStore, ApprovalRow,
+    ApprovalState, Change, DECISIONS, DecisionRow, INSERT_ACTION, INSERT_APPROVAL, INSERT_DECISION,
+    RawAction, RawApproval, action_exists, decision_exists, decode_decision, grant_spent,
+    state_conflict,
 };
-use crate::sqlite::SqliteStore;
+use crate::columns::to_json;
+use crate::identity::SPEND_GRANT;
 use crate::{AppendReceipt, StoreError};
-
-fn db(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::db(op, e)
-}
 
 /// Applies `changes` in order on the writer's transaction; the first refusal stops and is
 /// returned (the caller rolls back to its savepoint).
-pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
+pub(super) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
     let op = "apply action change";
     for change in changes {
         match change {
             Change::InsertAction(a) => {
                 let n = conn
-                    .prepare_cached(&format!(
-                        "INSERT INTO actions ({ACTION_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                         ON CONFLICT DO NOTHING"
-                    ))
+                    .prepare_cached(&sql(INSERT_ACTION))
                     .map_err(db(op))?
                     .execute(params![
                         a.id.as_str(),
@@ -51,13 +47,7 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
                     ])
                     .map_err(db(op))?;
                 if n == 0 {
-                    return Err(StoreError::AlreadyExists(match &a.idempotency_key {
-                        Some(key) => format!(
-                            "an action of agent {} with idempotency key {key:?}",
-                            a.agent
-                        ),
-                        None => format!("action {}", a.id),
-                    }));
+                    return Err(action_exists(a));
                 }
             }
             Change::SetActionState {
@@ -68,7 +58,7 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
                 time,
             } => {
                 let found: Option<String> = conn
-                    .prepare_cached("SELECT state FROM actions WHERE id = ?1")
+                    .prepare_cached(&sql(ACTION_STATE))
                     .map_err(db(op))?
                     .query_row([id.as_str()], |r| r.get(0))
                     .optional()
@@ -100,32 +90,26 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
                 .map_err(db(op))?;
             }
             Change::InsertApproval(a) => {
-                conn.prepare_cached(&format!(
-                    "INSERT INTO approvals ({APPROVAL_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))
-                .map_err(db(op))?
-                .execute(params![
-                    a.id,
-                    a.action_id.as_str(),
-                    a.action_hash,
-                    a.state.as_str(),
-                    a.user,
-                    to_json(&serde_json::json!(a.approvers), "approvers")?,
-                    i64::from(a.quorum),
-                    a.expires.as_micros(),
-                    a.reason,
-                    a.created.as_micros(),
-                    a.updated.as_micros(),
-                ])
-                .map_err(db(op))?;
+                conn.prepare_cached(&sql(INSERT_APPROVAL))
+                    .map_err(db(op))?
+                    .execute(params![
+                        a.id,
+                        a.action_id.as_str(),
+                        a.action_hash,
+                        a.state.as_str(),
+                        a.user,
+                        to_json(&serde_json::json!(a.approvers), "approvers")?,
+                        i64::from(a.quorum),
+                        a.expires.as_micros(),
+                        a.reason,
+                        a.created.as_micros(),
+                        a.updated.as_micros(),
+                    ])
+                    .map_err(db(op))?;
             }
             Change::InsertDecision(d) => {
                 let n = conn
-                    .prepare_cached(
-                        "INSERT INTO approval_decisions (approval_id, approver, decision, comment, time_us)
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    )
+                    .prepare_cached(&sql(INSERT_DECISION))
                     .map_err(db(op))?
                     .execute(params![
                         d.approval_id,
@@ -136,10 +120,7 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
                     ])
                     .map_err(db(op))?;
                 if n == 0 {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "a decision by {} on approval {}",
-                        d.approver, d.approval_id
-                    )));
+                    return Err(decision_exists(d));
                 }
             }
             Change::SpendGrant {
@@ -149,12 +130,7 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
             } => {
                 // One statement: the conditions and the increment apply atomically.
                 let n = conn
-                    .prepare_cached(
-                        "UPDATE identity_grants SET uses = uses + 1, sum_micros = sum_micros + ?2
-                         WHERE id = ?1 AND revoked_us IS NULL AND expires_us > ?3
-                           AND (max_uses IS NULL OR uses < max_uses)
-                           AND (max_sum IS NULL OR sum_micros + ?2 <= max_sum)",
-                    )
+                    .prepare_cached(&sql(SPEND_GRANT))
                     .map_err(db(op))?
                     .execute(params![grant, amount_micros, now.as_micros()])
                     .map_err(db(op))?;
@@ -164,7 +140,7 @@ pub(crate) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreEr
             }
             Change::SetApprovalState { id, from, to, time } => {
                 let found: Option<String> = conn
-                    .prepare_cached("SELECT state FROM approvals WHERE id = ?1")
+                    .prepare_cached(&sql(APPROVAL_STATE))
                     .map_err(db(op))?
                     .query_row([id.as_str()], |r| r.get(0))
                     .optional()
@@ -229,35 +205,31 @@ fn raw_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawApproval> {
 fn one_action(
     c: &Connection,
     op: &'static str,
-    clause: &str,
+    statement: &str,
     args: impl rusqlite::Params,
 ) -> Result<Option<ActionRow>, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {ACTION_COLUMNS} FROM actions WHERE {clause}"
-    ))
-    .map_err(db(op))?
-    .query_row(args, raw_action)
-    .optional()
-    .map_err(db(op))?
-    .map(RawAction::decode)
-    .transpose()
+    c.prepare_cached(&sql(statement))
+        .map_err(db(op))?
+        .query_row(args, raw_action)
+        .optional()
+        .map_err(db(op))?
+        .map(RawAction::decode)
+        .transpose()
 }
 
 fn one_approval(
     c: &Connection,
     op: &'static str,
-    clause: &str,
+    statement: &str,
     arg: String,
 ) -> Result<Option<ApprovalRow>, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {clause}"
-    ))
-    .map_err(db(op))?
-    .query_row([arg], raw_approval)
-    .optional()
-    .map_err(db(op))?
-    .map(RawApproval::decode)
-    .transpose()
+    c.prepare_cached(&sql(statement))
+        .map_err(db(op))?
+        .query_row([arg], raw_approval)
+        .optional()
+        .map_err(db(op))?
+        .map(RawApproval::decode)
+        .transpose()
 }
 
 #[async_trait]
@@ -272,66 +244,61 @@ impl ActionStore for SqliteStore {
 
     async fn action(&self, id: &ActionId) -> Result<Option<ActionRow>, StoreError> {
         let id = id.as_str().to_owned();
-        self.read("read action", move |c| {
-            one_action(c, "read action", "id = ?1", [id])
+        self.with_conn("read action", move |c| {
+            one_action(c, "read action", ACTION_BY_ID, [id])
         })
         .await
     }
 
     async fn action_by_key(&self, agent: &str, key: &str) -> Result<Option<ActionRow>, StoreError> {
         let (agent, key) = (agent.to_owned(), key.to_owned());
-        self.read("read action", move |c| {
-            one_action(
-                c,
-                "read action",
-                "agent_id = ?1 AND idempotency_key = ?2",
-                [agent, key],
-            )
+        self.with_conn("read action", move |c| {
+            one_action(c, "read action", ACTION_BY_KEY, [agent, key])
         })
         .await
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRow>, StoreError> {
         let filter = filter.clone();
-        self.read("search actions", move |c| {
+        self.with_conn("search actions", move |c| {
             let op = "search actions";
-            let mut sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE 1 = 1");
+            let mut statement = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            let mut arg = |statement: &mut String, clause: &str, v: rusqlite::types::Value| {
                 args.push(v);
-                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+                statement.push_str(&clause.replace('?', &format!("?{}", args.len())));
             };
             if let Some(a) = filter.agent {
-                arg(&mut sql, " AND agent_id = ?", a.into());
+                arg(&mut statement, " AND agent_id = ?", a.into());
             }
             if let Some(u) = filter.user {
-                arg(&mut sql, " AND user_id = ?", u.into());
+                arg(&mut statement, " AND user_id = ?", u.into());
             }
             if let Some(k) = filter.connector {
-                arg(&mut sql, " AND connector = ?", k.into());
+                arg(&mut statement, " AND connector = ?", k.into());
             }
             if !filter.states.is_empty() {
-                sql.push_str(" AND state IN (");
+                statement.push_str(" AND state IN (");
                 for (i, s) in filter.states.iter().enumerate() {
                     if i > 0 {
-                        sql.push_str(", ");
+                        statement.push_str(", ");
                     }
-                    arg(&mut sql, "?", s.as_str().to_owned().into());
+                    arg(&mut statement, "?", s.as_str().to_owned().into());
                 }
-                sql.push(')');
+                statement.push(')');
             }
             if let Some(t) = filter.since {
-                arg(&mut sql, " AND created_us >= ?", t.as_micros().into());
+                arg(&mut statement, " AND created_us >= ?", t.as_micros().into());
             }
             if let Some(t) = filter.before {
-                arg(&mut sql, " AND created_us < ?", t.as_micros().into());
+                arg(&mut statement, " AND created_us < ?", t.as_micros().into());
             }
             arg(
-                &mut sql,
+                &mut statement,
                 " ORDER BY created_us DESC, id DESC LIMIT ?",
                 i64::from(filter.limit).into(),
             );
-            let mut stmt = c.prepare(&sql).map_err(db(op))?;
+            let mut stmt = c.prepare(&statement).map_err(db(op))?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), raw_action)
                 .map_err(db(op))?;
@@ -342,16 +309,16 @@ impl ActionStore for SqliteStore {
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
         let id = id.to_owned();
-        self.read("read approval", move |c| {
-            one_approval(c, "read approval", "id = ?1", id)
+        self.with_conn("read approval", move |c| {
+            one_approval(c, "read approval", APPROVAL_BY_ID, id)
         })
         .await
     }
 
     async fn approval_for_action(&self, id: &ActionId) -> Result<Option<ApprovalRow>, StoreError> {
         let id = id.as_str().to_owned();
-        self.read("read approval", move |c| {
-            one_approval(c, "read approval", "action_id = ?1", id)
+        self.with_conn("read approval", move |c| {
+            one_approval(c, "read approval", APPROVAL_BY_ACTION, id)
         })
         .await
     }
@@ -361,7 +328,7 @@ impl ActionStore for SqliteStore {
         state: Option<ApprovalState>,
         limit: u32,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
-        self.read("list approvals", move |c| {
+        self.with_conn("list approvals", move |c| {
             let op = "list approvals";
             let mut stmt = c
                 .prepare_cached(&format!(
@@ -379,14 +346,9 @@ impl ActionStore for SqliteStore {
 
     async fn decisions(&self, approval_id: &str) -> Result<Vec<DecisionRow>, StoreError> {
         let id = approval_id.to_owned();
-        self.read("read decisions", move |c| {
+        self.with_conn("read decisions", move |c| {
             let op = "read decisions";
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT approval_id, approver, decision, comment, time_us
-                     FROM approval_decisions WHERE approval_id = ?1 ORDER BY time_us, approver",
-                )
-                .map_err(db(op))?;
+            let mut stmt = c.prepare_cached(&sql(DECISIONS)).map_err(db(op))?;
             let rows = stmt
                 .query_map([id], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
