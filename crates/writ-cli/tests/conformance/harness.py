@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Helpers of `.ci/conformance`: ports, readiness, Writ's test agent, and the score summary.
+
+    harness.py free-port
+    harness.py wait-http URL [SECONDS]
+    harness.py wait-upstream WRIT_URL CONNECTOR [SECONDS]
+    harness.py delegate WRIT_URL CONNECTOR          (admin key in $WRIT_ADMIN_KEY; prints a token)
+    harness.py check-declared SCHEMA CONNECTOR      (every upstream tool is a declared action)
+    harness.py summarize OUT_DIR RUN...             (RUN = id:suite-dir:requirements-file-or-"-")
+
+Only the standard library; the summary reads the suite's own result files
+(`<out>/<target>/<run>/server-<scenario>-<time>/checks.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def wait_http(url: str, seconds: float = 30) -> None:
+    """Until something answers HTTP at `url` (any status)."""
+    deadline = time.monotonic() + seconds
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError as e:
+            last = str(e)
+            time.sleep(0.2)
+    sys.exit(f"nothing answered at {url} within {seconds:.0f} s: {last}")
+
+
+def call(base: str, method: str, path: str, token: str | None, body=None, form=None):
+    data = None
+    headers = {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw.decode(errors="replace")
+
+
+def wait_upstream(base: str, connector: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            _, ready = call(base, "GET", "/readyz", None)
+            status = (ready or {}).get("connectors", {}).get(connector)
+            if status and status.get("state") == "ready":
+                print(f"upstream {connector} ready in Writ: {json.dumps(status)}")
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"Writ did not connect its upstream {connector} within {seconds:.0f} s: {status}")
+
+
+def delegate(base: str, connector: str) -> None:
+    """A user, their agent, a grant for every tool of the connector, and a delegated token."""
+    admin = os.environ["WRIT_ADMIN_KEY"]
+
+    def ok(answer, want):
+        status, body = answer
+        if status != want:
+            sys.exit(f"Writ answered {status} where {want} was expected: {body}")
+        return body
+
+    user = ok(call(base, "POST", "/v1/admin/users", admin, {"id": "conformance-user", "groups": ["eng"]}), 201)
+    user_key = user["api_key"]
+    agent = ok(call(base, "POST", "/v1/admin/agents", user_key, {"id": "conformance-agent"}), 201)
+    grant = ok(
+        call(
+            base,
+            "POST",
+            "/v1/grants",
+            user_key,
+            {"agent": "conformance-agent", "actions": [f"{connector}.*"], "expires_in": 86400},
+        ),
+        201,
+    )
+    token = ok(
+        call(
+            base,
+            "POST",
+            "/oauth/token",
+            None,
+            form={
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": user_key,
+                "subject_token_type": "urn:writ:params:oauth:token-type:api-key",
+                "actor_token": agent["api_key"],
+                "actor_token_type": "urn:writ:params:oauth:token-type:api-key",
+                "authorization_details": json.dumps([{"type": "writ_grant", "grant_id": grant["id"]}]),
+            },
+        ),
+        200,
+    )
+    print(token["access_token"])
+
+
+def check_declared(schema: str, connector: str) -> None:
+    """Every tool of upstream.py is an action `<connector>.<tool>` of the policy schema, so that
+    a failure through Writ is never just a missing declaration."""
+    sys.path.insert(0, str(HERE))
+    import upstream  # noqa: PLC0415
+
+    declared = set(re.findall(rf'action "{re.escape(connector)}\.([^"]+)" in', Path(schema).read_text()))
+    tools = set(upstream.TOOLS)
+    missing, extra = sorted(tools - declared), sorted(declared - tools)
+    if missing or extra:
+        sys.exit(
+            f"{schema} and upstream.py disagree: tools not declared {missing}, declared but not tools {extra}"
+        )
+    print(f"all {len(tools)} upstream tools are declared in the policy schema")
+
+
+# --- the summary ---------------------------------------------------------------------------------
+
+
+def scored_list(requirements: str) -> tuple[list[str] | None, dict[str, str]]:
+    """The `server:` list of a requirements file and the reasons of its `not_scored` server
+    entries (a minimal reader for the suite's own YAML layout)."""
+    if requirements in ("", "-"):
+        return None, {}
+    scored: list[str] = []
+    not_scored: dict[str, str] = {}
+    section = None
+    entry: dict[str, str] = {}
+    for line in Path(requirements).read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            section = line.rstrip(":").strip()
+            continue
+        item = line.strip()
+        if section == "server" and item.startswith("- "):
+            scored.append(item[2:].strip())
+        elif section == "not_scored":
+            if item.startswith("- scenario:"):
+                entry = {"scenario": item.split(":", 1)[1].strip()}
+            elif item.startswith("leg:"):
+                entry["leg"] = item.split(":", 1)[1].strip()
+            elif item.startswith("reason:"):
+                entry["reason"] = item.split(":", 1)[1].strip()
+                if entry.get("leg") == "server":
+                    not_scored[entry["scenario"]] = entry["reason"]
+    return scored, not_scored
+
+
+def read_run(directory: Path) -> dict[str, list[dict]]:
+    """scenario → its checks, from the suite's result directories."""
+    out: dict[str, list[dict]] = {}
+    if not directory.is_dir():
+        return out
+    for sub in sorted(directory.iterdir()):
+        m = re.match(r"server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$", sub.name)
+        checks = sub / "checks.json"
+        if m and checks.is_file():
+            out[m.group(1)] = json.loads(checks.read_text())
+    return out
+
+
+def verdict(checks: list[dict] | None) -> dict:
+    if checks is None:
+        return {"result": "not run", "passed": 0, "failed": 0, "failures": []}
+    failures = [
+        {"check": c.get("id"), "message": (c.get("errorMessage") or c.get("description") or "").strip()}
+        for c in checks
+        if c.get("status") == "FAILURE"
+    ]
+    passed = sum(1 for c in checks if c.get("status") == "SUCCESS")
+    return {
+        "result": "fail" if failures else "pass",
+        "passed": passed,
+        "failed": len(failures),
+        "failures": failures,
+    }
+
+
+def summarize(out_dir: str, runs: list[str]) -> None:
+    out = Path(out_dir)
+    summary = {"runs": [], "min": {}, "ok": True, "problems": []}
+    table: list[str] = []
+    for spec in runs:
+        run_id, suite_dir, requirements = spec.split(":", 2)
+        version = json.loads((Path(suite_dir) / "package.json").read_text())["version"]
+        scored, not_scored = scored_list(requirements)
+        direct, writ = read_run(out / "direct" / run_id), read_run(out / "writ" / run_id)
+        names = list(dict.fromkeys([*(scored or []), *direct, *writ]))
+        rows = []
+        totals = {t: {"scenarios": 0, "scenarios_passed": 0, "checks": 0, "checks_passed": 0} for t in ("direct", "writ")}
+        for name in names:
+            is_scored = name in scored if scored is not None else True
+            row = {
+                "scenario": name,
+                "scored": is_scored,
+                "direct": verdict(direct.get(name)),
+                "writ": verdict(writ.get(name)),
+            }
+            if not is_scored:
+                row["not_scored_reason"] = not_scored.get(name, "not in the requirements")
+            rows.append(row)
+            if is_scored:
+                for target in ("direct", "writ"):
+                    v = row[target]
+                    totals[target]["scenarios"] += 1
+                    totals[target]["scenarios_passed"] += v["result"] == "pass"
+                    totals[target]["checks"] += v["passed"] + v["failed"]
+                    totals[target]["checks_passed"] += v["passed"]
+        summary["runs"].append(
+            {
+                "id": run_id,
+                "suite": f"@modelcontextprotocol/conformance@{version}",
+                "requirements": Path(requirements).name if requirements not in ("", "-") else "active suite",
+                "direct": totals["direct"],
+                "writ": totals["writ"],
+                "scenarios": rows,
+            }
+        )
+        if not direct or not writ:
+            summary["ok"] = False
+            summary["problems"].append(f"{run_id}: the suite produced no results ({'direct' if not direct else 'through Writ'})")
+        d = totals["direct"]
+        if d["scenarios_passed"] != d["scenarios"]:
+            summary["ok"] = False
+            summary["problems"].append(
+                f"{run_id}: the direct run passed {d['scenarios_passed']}/{d['scenarios']} scenarios; the reference"
+                " must pass them all, or the scores through Writ mean nothing"
+            )
+        table.append(_table(run_id, version, totals, rows))
+    # Thresholds: through Writ, scenarios passed on each run (the 2026-07-28 run has its own).
+    for run in summary["runs"]:
+        key = "WRIT_CONFORMANCE_MIN_2026" if run["id"].startswith("2026") else "WRIT_CONFORMANCE_MIN"
+        minimum = int(os.environ.get(key, "0") or 0)
+        summary["min"][run["id"]] = minimum
+        if run["writ"]["scenarios_passed"] < minimum:
+            summary["ok"] = False
+            summary["problems"].append(
+                f"{run['id']}: {run['writ']['scenarios_passed']} scenarios pass through Writ, fewer than {key}={minimum}"
+            )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n".join(table))
+    print("CONFORMANCE_SUMMARY " + json.dumps(_compact(summary)))
+    for p in summary["problems"]:
+        print(f"FAIL: {p}", file=sys.stderr)
+    sys.exit(0 if summary["ok"] else 1)
+
+
+def _compact(summary: dict) -> dict:
+    return {
+        "ok": summary["ok"],
+        "runs": {
+            r["id"]: {
+                "suite": r["suite"],
+                "direct": f"{r['direct']['scenarios_passed']}/{r['direct']['scenarios']} scenarios, "
+                f"{r['direct']['checks_passed']}/{r['direct']['checks']} checks",
+                "writ": f"{r['writ']['scenarios_passed']}/{r['writ']['scenarios']} scenarios, "
+                f"{r['writ']['checks_passed']}/{r['writ']['checks']} checks",
+            }
+            for r in summary["runs"]
+        },
+    }
+
+
+def _table(run_id: str, version: str, totals: dict, rows: list[dict]) -> str:
+    width = max([len(r["scenario"]) for r in rows] + [8])
+    lines = [
+        "",
+        f"== {run_id} (@modelcontextprotocol/conformance@{version})",
+        f"{'scenario':<{width}}  direct  writ  first failure through Writ",
+    ]
+    for r in rows:
+        mark = lambda v: {"pass": "pass", "fail": "FAIL", "not run": "-"}[v["result"]]  # noqa: E731
+        reason = ""
+        if r["writ"]["failures"]:
+            f = r["writ"]["failures"][0]
+            reason = f"{f['check']}: {' '.join(f['message'].split())}"
+            if len(reason) > 110:
+                reason = reason[:107] + "..."
+        name = r["scenario"] + ("" if r["scored"] else " *")
+        lines.append(f"{name:<{width + 2}}{mark(r['direct']):<8}{mark(r['writ']):<6}{reason}")
+    for target, label in (("direct", "direct"), ("writ", "through Writ")):
+        t = totals[target]
+        lines.append(
+            f"{label}: {t['scenarios_passed']}/{t['scenarios']} scenarios, {t['checks_passed']}/{t['checks']} checks"
+        )
+    if any(not r["scored"] for r in rows):
+        lines.append("* not scored for this revision (run for visibility; not counted)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "free-port":
+        free_port()
+    elif cmd == "wait-http":
+        wait_http(args[0], float(args[1]) if len(args) > 1 else 30)
+    elif cmd == "wait-upstream":
+        wait_upstream(args[0], args[1], float(args[2]) if len(args) > 2 else 60)
+    elif cmd == "delegate":
+        delegate(args[0], args[1])
+    elif cmd == "check-declared":
+        check_declared(args[0], args[1])
+    elif cmd == "summarize":
+        summarize(args[0], args[1:])
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
