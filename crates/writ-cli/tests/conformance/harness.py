@@ -211,49 +211,54 @@ def verdict(checks: list[dict] | None) -> dict:
     }
 
 
+TARGET_LABELS = {
+    "direct": "direct",
+    "writ": "through Writ",
+    "writ-names-kept": "through Writ, names mapped by the proxy (diagnosis, not a score)",
+}
+
+
 def summarize(out_dir: str, runs: list[str]) -> None:
     out = Path(out_dir)
+    targets = os.environ.get("WRIT_CONFORMANCE_TARGETS", "direct writ").split()
     summary = {"runs": [], "min": {}, "ok": True, "problems": []}
     table: list[str] = []
     for spec in runs:
         run_id, suite_dir, requirements = spec.split(":", 2)
         version = json.loads((Path(suite_dir) / "package.json").read_text())["version"]
         scored, not_scored = scored_list(requirements)
-        direct, writ = read_run(out / "direct" / run_id), read_run(out / "writ" / run_id)
-        names = list(dict.fromkeys([*(scored or []), *direct, *writ]))
+        results = {t: read_run(out / t / run_id) for t in targets}
+        names = list(dict.fromkeys([*(scored or []), *(n for t in targets for n in results[t])]))
         rows = []
-        totals = {t: {"scenarios": 0, "scenarios_passed": 0, "checks": 0, "checks_passed": 0} for t in ("direct", "writ")}
+        totals = {t: {"scenarios": 0, "scenarios_passed": 0, "checks": 0, "checks_passed": 0} for t in targets}
         for name in names:
             is_scored = name in scored if scored is not None else True
-            row = {
-                "scenario": name,
-                "scored": is_scored,
-                "direct": verdict(direct.get(name)),
-                "writ": verdict(writ.get(name)),
-            }
+            row: dict = {"scenario": name, "scored": is_scored}
+            for t in targets:
+                row[t] = verdict(results[t].get(name))
             if not is_scored:
                 row["not_scored_reason"] = not_scored.get(name, "not in the requirements")
             rows.append(row)
             if is_scored:
-                for target in ("direct", "writ"):
-                    v = row[target]
-                    totals[target]["scenarios"] += 1
-                    totals[target]["scenarios_passed"] += v["result"] == "pass"
-                    totals[target]["checks"] += v["passed"] + v["failed"]
-                    totals[target]["checks_passed"] += v["passed"]
+                for t in targets:
+                    v = row[t]
+                    totals[t]["scenarios"] += 1
+                    totals[t]["scenarios_passed"] += v["result"] == "pass"
+                    totals[t]["checks"] += v["passed"] + v["failed"]
+                    totals[t]["checks_passed"] += v["passed"]
         summary["runs"].append(
             {
                 "id": run_id,
                 "suite": f"@modelcontextprotocol/conformance@{version}",
                 "requirements": Path(requirements).name if requirements not in ("", "-") else "active suite",
-                "direct": totals["direct"],
-                "writ": totals["writ"],
+                **{t: totals[t] for t in targets},
                 "scenarios": rows,
             }
         )
-        if not direct or not writ:
-            summary["ok"] = False
-            summary["problems"].append(f"{run_id}: the suite produced no results ({'direct' if not direct else 'through Writ'})")
+        for t in targets:
+            if not results[t]:
+                summary["ok"] = False
+                summary["problems"].append(f"{run_id}: the suite produced no results ({TARGET_LABELS[t]})")
         d = totals["direct"]
         if d["scenarios_passed"] != d["scenarios"]:
             summary["ok"] = False
@@ -261,7 +266,7 @@ def summarize(out_dir: str, runs: list[str]) -> None:
                 f"{run_id}: the direct run passed {d['scenarios_passed']}/{d['scenarios']} scenarios; the reference"
                 " must pass them all, or the scores through Writ mean nothing"
             )
-        table.append(_table(run_id, version, totals, rows))
+        table.append(_table(run_id, version, targets, totals, rows))
     # Thresholds: through Writ, scenarios passed on each run (the 2026-07-28 run has its own).
     for run in summary["runs"]:
         key = "WRIT_CONFORMANCE_MIN_2026" if run["id"].startswith("2026") else "WRIT_CONFORMANCE_MIN"
@@ -274,50 +279,52 @@ def summarize(out_dir: str, runs: list[str]) -> None:
             )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(table))
-    print("CONFORMANCE_SUMMARY " + json.dumps(_compact(summary)))
+    print("CONFORMANCE_SUMMARY " + json.dumps(_compact(summary, targets)))
     for p in summary["problems"]:
         print(f"FAIL: {p}", file=sys.stderr)
     sys.exit(0 if summary["ok"] else 1)
 
 
-def _compact(summary: dict) -> dict:
+def _score(t: dict) -> str:
+    return f"{t['scenarios_passed']}/{t['scenarios']} scenarios, {t['checks_passed']}/{t['checks']} checks"
+
+
+def _compact(summary: dict, targets: list[str]) -> dict:
     return {
         "ok": summary["ok"],
         "runs": {
-            r["id"]: {
-                "suite": r["suite"],
-                "direct": f"{r['direct']['scenarios_passed']}/{r['direct']['scenarios']} scenarios, "
-                f"{r['direct']['checks_passed']}/{r['direct']['checks']} checks",
-                "writ": f"{r['writ']['scenarios_passed']}/{r['writ']['scenarios']} scenarios, "
-                f"{r['writ']['checks_passed']}/{r['writ']['checks']} checks",
-            }
-            for r in summary["runs"]
+            r["id"]: {"suite": r["suite"], **{t: _score(r[t]) for t in targets}} for r in summary["runs"]
         },
     }
 
 
-def _table(run_id: str, version: str, totals: dict, rows: list[dict]) -> str:
-    width = max([len(r["scenario"]) for r in rows] + [8])
+def _first_failure(v: dict, limit: int = 100) -> str:
+    if not v["failures"]:
+        return ""
+    f = v["failures"][0]
+    reason = f"{f['check']}: {' '.join(f['message'].split())}"
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
+def _table(run_id: str, version: str, targets: list[str], totals: dict, rows: list[dict]) -> str:
+    width = max([len(r["scenario"]) + 2 for r in rows] + [10])
+    mark = {"pass": "pass", "fail": "FAIL", "not run": "-"}
+    kept = "writ-names-kept" in targets
     lines = [
         "",
         f"== {run_id} (@modelcontextprotocol/conformance@{version})",
-        f"{'scenario':<{width}}  direct  writ  first failure through Writ",
+        f"{'scenario':<{width}}  direct  writ  " + ("names† " if kept else "") + "first failure through Writ",
     ]
     for r in rows:
-        mark = lambda v: {"pass": "pass", "fail": "FAIL", "not run": "-"}[v["result"]]  # noqa: E731
-        reason = ""
-        if r["writ"]["failures"]:
-            f = r["writ"]["failures"][0]
-            reason = f"{f['check']}: {' '.join(f['message'].split())}"
-            if len(reason) > 110:
-                reason = reason[:107] + "..."
         name = r["scenario"] + ("" if r["scored"] else " *")
-        lines.append(f"{name:<{width + 2}}{mark(r['direct']):<8}{mark(r['writ']):<6}{reason}")
-    for target, label in (("direct", "direct"), ("writ", "through Writ")):
-        t = totals[target]
-        lines.append(
-            f"{label}: {t['scenarios_passed']}/{t['scenarios']} scenarios, {t['checks_passed']}/{t['checks']} checks"
-        )
+        cells = f"{name:<{width}}  {mark[r['direct']['result']]:<8}{mark[r['writ']['result']]:<6}"
+        if kept:
+            cells += f"{mark[r['writ-names-kept']['result']]:<7}"
+        lines.append(cells + _first_failure(r["writ"]))
+        if kept and r["writ-names-kept"]["failures"] and _first_failure(r["writ-names-kept"]) != _first_failure(r["writ"]):
+            lines.append(" " * (width + 2 + 8 + 6 + 7) + "† " + _first_failure(r["writ-names-kept"]))
+    for t in targets:
+        lines.append(f"{TARGET_LABELS[t]}: {_score(totals[t])}")
     if any(not r["scored"] for r in rows):
         lines.append("* not scored for this revision (run for visibility; not counted)")
     return "\n".join(lines)
