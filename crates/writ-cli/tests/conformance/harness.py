@@ -7,6 +7,7 @@
     harness.py delegate WRIT_URL CONNECTOR          (admin key in $WRIT_ADMIN_KEY; prints a token)
     harness.py check-declared SCHEMA CONNECTOR      (every upstream tool is a declared action)
     harness.py summarize OUT_DIR RUN...             (RUN = id:suite-dir:requirements-file-or-"-")
+    harness.py digest LOG.jsonl [TEXT]              (one line per request in an auth_proxy.py log)
 
 Only the standard library; the summary reads the suite's own result files
 (`<out>/<target>/<run>/server-<scenario>-<time>/checks.json`).
@@ -277,6 +278,11 @@ def summarize(out_dir: str, runs: list[str]) -> None:
             summary["problems"].append(
                 f"{run['id']}: {run['writ']['scenarios_passed']} scenarios pass through Writ, fewer than {key}={minimum}"
             )
+    probe = out / "probe.json"
+    if probe.is_file():
+        summary["probe"] = json.loads(probe.read_text())["differences"]
+        table.append("\n== probe.py: what a stock client gets through Writ that it does not get directly")
+        table.extend(f"- {d}" for d in summary["probe"]) if summary["probe"] else table.append("(no difference)")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(table))
     print("CONFORMANCE_SUMMARY " + json.dumps(_compact(summary, targets)))
@@ -292,6 +298,7 @@ def _score(t: dict) -> str:
 def _compact(summary: dict, targets: list[str]) -> dict:
     return {
         "ok": summary["ok"],
+        "probe_differences": len(summary.get("probe", [])),
         "runs": {
             r["id"]: {"suite": r["suite"], **{t: _score(r[t]) for t in targets}} for r in summary["runs"]
         },
@@ -330,6 +337,57 @@ def _table(run_id: str, version: str, targets: list[str], totals: dict, rows: li
     return "\n".join(lines)
 
 
+def digest(log: str, grep: str = "") -> None:
+    """One line per JSON-RPC request in an auth_proxy.py log: method (and tool or URI), the HTTP
+    status, and what came back (result keys, error, notifications on the same stream)."""
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    by_conn: dict[int, list[dict]] = {}
+    for r in rows:
+        by_conn.setdefault(r["conn"], []).append(r)
+    lines = []
+    for conn, events in by_conn.items():
+        current = None
+        for e in events:
+            if e["what"] == "request":
+                if current:
+                    lines.append(current)
+                body = e.get("body") if isinstance(e.get("body"), dict) else {}
+                params = body.get("params") if isinstance(body.get("params"), dict) else {}
+                what = body.get("method") or ("answer to id %s" % body.get("id") if body else e["line"].split(" ")[0])
+                target = params.get("name") or params.get("uri") or ""
+                version = e["headers"].get("mcp-protocol-version") or e["headers"].get("MCP-Protocol-Version") or ""
+                current = {"t": e["t"], "conn": conn, "req": f"{what} {target}".strip(), "v": version, "status": "", "got": []}
+            elif current is None:
+                continue
+            elif e["what"] == "response":
+                current["status"] = e["line"].split(" ", 2)[1]
+            elif e["what"] in ("message", "event"):
+                b = e["body"]
+                if isinstance(b, dict) and "method" in b:
+                    current["got"].append(b["method"] + (f"#{b.get('id')}" if "id" in b else ""))
+                elif isinstance(b, dict) and isinstance(b.get("error"), dict):
+                    current["got"].append(f"error {b['error'].get('code')} {json.dumps(b['error'].get('message'))[:160]}")
+                elif isinstance(b, dict) and "error" in b:
+                    current["got"].append("body " + json.dumps(b)[:200])
+                elif isinstance(b, dict) and isinstance(b.get("result"), dict):
+                    r = b["result"]
+                    keys = ",".join(sorted(r))
+                    extra = ""
+                    if r.get("isError"):
+                        extra = " isError " + json.dumps(r.get("content"))[:160]
+                    elif "resultType" in r:
+                        extra = f" resultType={r['resultType']}"
+                    current["got"].append(f"result{{{keys}}}{extra}")
+            elif e["what"] == "body" and e.get("text"):
+                current["got"].append("text " + json.dumps(e["text"][:160]))
+        if current:
+            lines.append(current)
+    for c in sorted(lines, key=lambda c: c["t"]):
+        line = f"[{c['conn']}] {c['req']} (v {c['v'] or '-'}) -> {c['status']} {'; '.join(c['got'])}"
+        if grep in line:
+            print(line)
+
+
 def main() -> None:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "free-port":
@@ -344,6 +402,8 @@ def main() -> None:
         check_declared(args[0], args[1])
     elif cmd == "summarize":
         summarize(args[0], args[1:])
+    elif cmd == "digest":
+        digest(args[0], args[1] if len(args) > 1 else "")
     else:
         sys.exit(f"unknown command {cmd}")
 

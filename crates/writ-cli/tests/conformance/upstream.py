@@ -498,6 +498,25 @@ async def _header_param(ctx, params):
     return result(text(f"region={(params.arguments or {}).get('region')}"))
 
 
+@tool(
+    "test_structured_content",
+    "Returns structured content that matches its output schema (not called by the suite: the probe "
+    "checks that definitions and results pass through a gateway unchanged)",
+    title="Structured content",
+    outputSchema={
+        "type": "object",
+        "properties": {"temperature": {"type": "number"}, "conditions": {"type": "string"}},
+        "required": ["temperature", "conditions"],
+    },
+    annotations={"title": "Weather (fixed)", "readOnlyHint": True, "idempotentHint": True, "openWorldHint": False},
+    icons=[{"src": "data:image/png;base64," + PNG, "mimeType": "image/png", "sizes": ["1x1"]}],
+    execution={"taskSupport": "forbidden"},
+)
+async def _structured(ctx, params):
+    data = {"temperature": 22.5, "conditions": "sunny"}
+    return {"content": [text(json.dumps(data))], "structuredContent": data}
+
+
 # 2026-07-28: multi-round-trip requests (InputRequiredResult) ---------------------------------------
 
 NAME_REQUEST = elicit_request("What is your name?", {"name": {"type": "string"}}, ["name"])
@@ -645,7 +664,7 @@ async def _trigger_prompts(ctx, params):
 
 
 async def _legacy_notify(ctx, what: str) -> None:
-    if ctx.protocol_version >= "2026":
+    if is_modern(ctx):
         return
     if what == "tools":
         await ctx.session.send_tool_list_changed()
@@ -670,7 +689,63 @@ async def call_tool(ctx, params: types.CallToolRequestParams) -> dict[str, Any]:
         if params.name.startswith("dynamic_tool_"):
             return result(text(f"{params.name} ran"))
         raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}")
-    return await entry[1](ctx, params)
+    return await in_this_era(ctx, params, entry[1])
+
+
+def is_modern(ctx: ServerRequestContext[Any, Any]) -> bool:
+    return ctx.protocol_version >= "2026-07-28"
+
+
+async def in_this_era(ctx, params, handler) -> dict[str, Any]:
+    """What `handler` answers, in the form the connection's protocol revision has.
+
+    On 2026-07-28 a handler that needs the client's input returns an InputRequiredResult and the
+    client retries. Before 2026-07-28 there is no such result: the server asks the client itself
+    (elicitation/create, sampling/createMessage, roots/list on the call's own stream) and answers
+    when it has the responses. Each handler is written once, for the new form; this runs its
+    input requests as server-to-client requests on the older revisions (as a dual-era server
+    would), so that a client such as Writ's upstream connection sees them the old way."""
+    out = await handler(ctx, params)
+    rounds = 0
+    while not is_modern(ctx) and isinstance(out, dict) and out.get("resultType") == "input_required":
+        rounds += 1
+        if rounds > 5:
+            return result(text("Too many rounds of input requests"), is_error=True)
+        responses = {}
+        for key, request in (out.get("inputRequests") or {}).items():
+            try:
+                responses[key] = await ask_client(ctx, request)
+            except MCPError as e:
+                return result(text(f"The client could not answer {request.get('method')}: {e.message}"), is_error=True)
+            action = responses[key].get("action")
+            if request.get("method") == "elicitation/create" and action != "accept":
+                # The user said no: that is the answer (asking again would only nag).
+                return result(text(f"User response: action={action}"))
+        params = params.model_copy(update={"input_responses": responses, "request_state": out.get("requestState")})
+        out = await handler(ctx, params)
+    return out
+
+
+async def ask_client(ctx, request: dict[str, Any]) -> dict[str, Any]:
+    """One input request, sent to the client as a request on the call's stream; its answer as JSON."""
+    from mcp.shared.message import ServerMessageMetadata
+
+    method, p = request["method"], request.get("params") or {}
+    needs = {"elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
+    if method in needs and not client_has(ctx, needs[method]):
+        raise MCPError(INVALID_PARAMS, f"the client did not declare the {needs[method]} capability")
+    related = ServerMessageMetadata(related_request_id=ctx.request_id)
+    if method == "elicitation/create":
+        typed = types.ElicitRequest(params=types.ElicitRequestFormParams.model_validate(p, by_name=False))
+        answer = await ctx.session.send_request(typed, types.ElicitResult, metadata=related)
+    elif method == "sampling/createMessage":
+        typed = types.CreateMessageRequest(params=types.CreateMessageRequestParams.model_validate(p, by_name=False))
+        answer = await ctx.session.send_request(typed, types.CreateMessageResult, metadata=related)
+    elif method == "roots/list":
+        answer = await ctx.session.send_request(types.ListRootsRequest(), types.ListRootsResult, metadata=related)
+    else:
+        raise MCPError(INVALID_PARAMS, f"cannot ask the client for {method}")
+    return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def input_schema(name: str) -> dict[str, Any] | None:
@@ -781,6 +856,10 @@ async def list_prompts(ctx, params) -> dict[str, Any]:
 
 
 async def get_prompt(ctx, params: types.GetPromptRequestParams) -> dict[str, Any]:
+    return await in_this_era(ctx, params, prompt_messages)
+
+
+async def prompt_messages(ctx, params: types.GetPromptRequestParams) -> dict[str, Any]:
     args = params.arguments or {}
     if params.name == "test_simple_prompt":
         return {"messages": [user(text("This is a simple prompt for testing."))]}
@@ -890,7 +969,21 @@ def build() -> Server[Any]:
         on_completion=completes(complete),
         on_set_logging_level=set_level,
     )
+    server.middleware.append(log_initialize)
     return server
+
+
+async def log_initialize(ctx, call_next):
+    """Who connected, with which revision and capabilities (on stderr: evidence for the docs)."""
+    if ctx.method == "initialize" and isinstance(ctx.params, dict):
+        p = ctx.params
+        print(
+            f"initialize: protocolVersion={p.get('protocolVersion')} clientInfo={json.dumps(p.get('clientInfo'))}"
+            f" capabilities={json.dumps(p.get('capabilities'))}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return await call_next(ctx)
 
 
 class MemoryEventStore(EventStore):
