@@ -120,6 +120,14 @@ class Proxy:
                     params["name"] = self.rename + name
         return message
 
+    @staticmethod
+    def tool_name(message) -> str | None:
+        if isinstance(message, dict) and message.get("method") == "tools/call":
+            params = message.get("params")
+            if isinstance(params, dict) and isinstance(params.get("name"), str):
+                return params["name"]
+        return None
+
     def rename_response(self, message):
         if isinstance(message, list):
             return [self.rename_response(m) for m in message]
@@ -154,14 +162,18 @@ class Proxy:
                     except ValueError:
                         pass
                     if self.rename and message is not None:
+                        before = self.tool_name(message)
                         message = self.rename_request(message)
                         body = json.dumps(message).encode()
                         fields = [(n, v) for n, v in fields if n.lower() != b"content-length"]
                         fields.append((b"Content-Length", str(len(body)).encode()))
-                        name = message.get("params", {}).get("name") if isinstance(message, dict) else None
-                        if isinstance(name, str) and field(fields, b"mcp-name") is not None:
+                        # The Mcp-Name header follows the body's name, unless the client sent a
+                        # mismatch on purpose (the suite's header-validation probes).
+                        header = field(fields, b"mcp-name")
+                        after = self.tool_name(message)
+                        if header is not None and before and header.strip().decode() == before and after != before:
                             fields = [(n, v) for n, v in fields if n.lower() != b"mcp-name"]
-                            fields.append((b"Mcp-Name", name.encode()))
+                            fields.append((b"Mcp-Name", after.encode()))
                     self.record(
                         conn,
                         "request",
