@@ -197,18 +197,24 @@ def read_run(directory: Path) -> dict[str, list[dict]]:
 
 def verdict(checks: list[dict] | None) -> dict:
     if checks is None:
-        return {"result": "not run", "passed": 0, "failed": 0, "failures": []}
+        return {"result": "not run", "passed": 0, "failed": 0, "failures": [], "warnings": []}
     failures = [
         {"check": c.get("id"), "message": (c.get("errorMessage") or c.get("description") or "").strip()}
         for c in checks
         if c.get("status") == "FAILURE"
     ]
     passed = sum(1 for c in checks if c.get("status") == "SUCCESS")
+    warnings = [
+        {"check": c.get("id"), "message": (c.get("errorMessage") or c.get("description") or "").strip()}
+        for c in checks
+        if c.get("status") == "WARNING"
+    ]
     return {
         "result": "fail" if failures else "pass",
         "passed": passed,
         "failed": len(failures),
         "failures": failures,
+        "warnings": warnings,
     }
 
 
@@ -315,25 +321,30 @@ def _first_failure(v: dict, limit: int = 100) -> str:
 
 def _table(run_id: str, version: str, targets: list[str], totals: dict, rows: list[dict]) -> str:
     width = max([len(r["scenario"]) + 2 for r in rows] + [10])
-    mark = {"pass": "pass", "fail": "FAIL", "not run": "-"}
+    def mark(v: dict) -> str:
+        if v["result"] == "pass" and v["warnings"]:
+            return "pass~"
+        return {"pass": "pass", "fail": "FAIL", "not run": "-"}[v["result"]]
+
     kept = "writ-names-kept" in targets
     lines = [
         "",
         f"== {run_id} (@modelcontextprotocol/conformance@{version})",
-        f"{'scenario':<{width}}  direct  writ  " + ("names† " if kept else "") + "first failure through Writ",
+        f"{'scenario':<{width}}  direct  writ   " + ("names† " if kept else "") + "first failure through Writ",
     ]
     for r in rows:
         name = r["scenario"] + ("" if r["scored"] else " *")
-        cells = f"{name:<{width}}  {mark[r['direct']['result']]:<8}{mark[r['writ']['result']]:<6}"
+        cells = f"{name:<{width}}  {mark(r['direct']):<8}{mark(r['writ']):<7}"
         if kept:
-            cells += f"{mark[r['writ-names-kept']['result']]:<7}"
+            cells += f"{mark(r['writ-names-kept']):<7}"
         lines.append(cells + _first_failure(r["writ"]))
         if kept and r["writ-names-kept"]["failures"] and _first_failure(r["writ-names-kept"]) != _first_failure(r["writ"]):
-            lines.append(" " * (width + 2 + 8 + 6 + 7) + "† " + _first_failure(r["writ-names-kept"]))
+            lines.append(" " * (width + 2 + 8 + 7 + 7) + "† " + _first_failure(r["writ-names-kept"]))
     for t in targets:
         lines.append(f"{TARGET_LABELS[t]}: {_score(totals[t])}")
     if any(not r["scored"] for r in rows):
         lines.append("* not scored for this revision (run for visibility; not counted)")
+    lines.append("pass~: passed with warnings (SHOULD-level checks the suite does not count as failures)")
     return "\n".join(lines)
 
 
