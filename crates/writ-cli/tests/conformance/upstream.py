@@ -203,6 +203,16 @@ def client_has(ctx: ServerRequestContext[Any, Any], capability: str) -> bool:
     return caps is not None and getattr(caps, capability, None) is not None
 
 
+# CONFORMANCE_UPSTREAM_ASK_ANYWAY=1: send sampling, elicitation and roots requests to a
+# 2025-11-25 client even when it did not declare the capability, as some servers do, to see
+# what a gateway answers in its client's place. Off by default: a conforming server does not.
+ASK_ANYWAY = os.environ.get("CONFORMANCE_UPSTREAM_ASK_ANYWAY") == "1"
+
+
+def may_ask(ctx: ServerRequestContext[Any, Any], capability: str) -> bool:
+    return ASK_ANYWAY or client_has(ctx, capability)
+
+
 # --- state shared by every connection ------------------------------------------------------------
 
 
@@ -327,7 +337,7 @@ async def _with_progress(ctx, params):
     {"type": "object", "properties": {"prompt": {"type": "string", "description": "The prompt"}}, "required": ["prompt"]},
 )
 async def _sampling(ctx, params):
-    if not client_has(ctx, "sampling"):
+    if not may_ask(ctx, "sampling"):
         return result(text("The client does not support sampling"), is_error=True)
     prompt = (params.arguments or {}).get("prompt", "")
     answer = await ctx.session.create_message(
@@ -340,7 +350,7 @@ async def _sampling(ctx, params):
 
 
 async def _elicit(ctx, message: str, schema: dict[str, Any]) -> types.ElicitResult | None:
-    if not client_has(ctx, "elicitation"):
+    if not may_ask(ctx, "elicitation"):
         return None
     return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
 
@@ -732,7 +742,7 @@ async def ask_client(ctx, request: dict[str, Any]) -> dict[str, Any]:
 
     method, p = request["method"], request.get("params") or {}
     needs = {"elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
-    if method in needs and not client_has(ctx, needs[method]):
+    if method in needs and not may_ask(ctx, needs[method]):
         raise MCPError(INVALID_PARAMS, f"the client did not declare the {needs[method]} capability")
     related = ServerMessageMetadata(related_request_id=ctx.request_id)
     if method == "elicitation/create":
