@@ -8,9 +8,10 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use writ_audit::{Checkpoint, Hash};
 use writ_core::{EntryKind, NewEntry, Timestamp};
+use writ_gateway::assemble::keys;
 use writ_store::{EntryFilter, Store, StoredCheckpoint, StoredEntry, VerifyOptions};
 
-use crate::{Global, keys};
+use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {

@@ -13,7 +13,6 @@ mod actions;
 mod agents;
 mod approvals;
 mod audit;
-mod bench;
 mod client;
 mod echo;
 mod grants;
@@ -72,9 +71,6 @@ enum Command {
     /// Validate, test, explain and diff Cedar policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
-    /// Measure Writ on this machine (benchmarks, not tests).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
     /// Add and list local users (and their API keys).
     #[command(subcommand)]
     Users(users::UsersCommand),
@@ -111,7 +107,6 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd, &cli.global),
         Command::Policy(cmd) => policy::run(cmd, &cli.global),
         Command::Audit(cmd) => block_on(audit::run(cmd, &cli.global)),
-        Command::Bench(cmd) => block_on(bench::run(cmd, &cli.global)),
         Command::Users(cmd) => block_on(users::run(cmd, &cli.global)),
         Command::Agents(cmd) => block_on(agents::run(cmd, &cli.global)),
         Command::Grants(cmd) => block_on(grants::run(cmd, &cli.global)),

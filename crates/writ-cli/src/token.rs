@@ -235,30 +235,10 @@ async fn oidc_verifiers(
     else {
         return Ok(Vec::new());
     };
-    let client = oidc_client(c)?;
+    let client = writ_gateway::assemble::oidc_client(c)?;
     let verifier = client
         .verifier()
         .await
         .with_context(|| format!("fetching the JWKS of issuer {}", c.issuer))?;
     Ok(vec![verifier])
-}
-
-/// The OIDC client of one `[[identity.oidc]]` issuer of `writ.toml`.
-pub fn oidc_client(
-    c: &writ_gateway::config::OidcIssuerConfig,
-) -> anyhow::Result<writ_identity::oidc::OidcClient> {
-    let jwks_uri = c
-        .jwks_url
-        .clone()
-        .unwrap_or_else(|| format!("{}/.well-known/jwks.json", c.issuer.trim_end_matches('/')));
-    Ok(writ_identity::oidc::OidcClient::new(
-        writ_identity::oidc::OidcIssuerConfig {
-            issuer: c.issuer.clone(),
-            audience: c.audience.clone(),
-            jwks_uri,
-            user_claim: c.user_claim.clone(),
-            groups_claim: c.groups_claim.clone(),
-            user_prefix: String::new(),
-        },
-    )?)
 }

@@ -10,8 +10,10 @@
 //! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for, and
 //! holds the token exchange, the grant check with its spend, and console passwords over the
 //! identity rows `writ-store` keeps; [`views`] are the read models every face shows.
+//! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`).
 
 pub mod admin;
+pub mod assemble;
 pub mod auth;
 pub mod config;
 pub mod error;

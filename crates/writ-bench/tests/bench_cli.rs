@@ -1,4 +1,4 @@
-//! `writ bench pipeline` through the real binary: a short run on SQLite must complete actions
+//! `writ-bench pipeline` through the real binary: a short run on SQLite must complete actions
 //! through the whole pipeline and directly, without errors, and leave a log that verifies.
 //! Timings are printed, never asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,13 +10,12 @@ use serde_json::Value;
 #[test]
 fn bench_pipeline_runs_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_writ"))
+    let out = Command::new(env!("CARGO_BIN_EXE_writ-bench"))
         .current_dir(tmp.path())
         .env("WRIT_DATA_DIR", tmp.path().join("data"))
         .env_remove("WRIT_DATABASE_URL")
         .env_remove("WRIT_MASTER_KEY")
         .args([
-            "bench",
             "pipeline",
             "--agents",
             "4",
@@ -55,7 +54,7 @@ fn bench_pipeline_runs_and_verifies() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// `writ bench mcp` with the reference MCP server: every phase (direct, the HTTP API, /mcp)
+/// `writ-bench mcp` with the reference MCP server: every phase (direct, the HTTP API, /mcp)
 /// completes calls without errors. Needs `WRIT_TEST_MCP_EVERYTHING` (`.ci/run` sets it).
 #[test]
 fn bench_mcp_runs_all_three_paths() {
@@ -68,12 +67,12 @@ fn bench_mcp_runs_all_three_paths() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_writ"))
+    let out = Command::new(env!("CARGO_BIN_EXE_writ-bench"))
         .current_dir(tmp.path())
         .env("WRIT_DATA_DIR", tmp.path().join("data"))
         .env_remove("WRIT_DATABASE_URL")
         .env_remove("WRIT_MASTER_KEY")
-        .args(["bench", "mcp", "--command"])
+        .args(["mcp", "--command"])
         .arg(&everything)
         .args([
             "--clients",

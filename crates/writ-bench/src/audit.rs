@@ -1,9 +1,9 @@
-//! `writ bench …`: measurements of this machine, not tests. Every figure is printed beside a
-//! floor or baseline measured in the same run, because a number without its machine means little.
+//! `writ-bench audit`: durable appends/s at several writer counts (SQLite, and PostgreSQL when a
+//! URL is given), verification throughput and inclusion-proof latency, beside this machine's fsync
+//! and SHA-256 floors measured in the same run.
 
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,122 +14,23 @@ use serde_json::json;
 use writ_core::{ActionId, EntryKind, NewEntry};
 use writ_store::{Store, VerifyOptions};
 
-use crate::Global;
+use crate::{Global, machine_description, percentile};
 
-mod identity;
-mod mcp;
-mod pipeline;
-mod policy;
-
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    /// Durable appends/s at 1, 8 and 64 writers (SQLite, and PostgreSQL when a URL is given),
-    /// verification throughput and inclusion-proof latency, beside this machine's fsync and
-    /// SHA-256 floors.
-    Audit {
-        /// Seconds per append measurement.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Log size for the verification and proof measurements.
-        #[arg(long, default_value_t = 1_000_000)]
-        entries: u64,
-        /// Also measure PostgreSQL at this URL (a private schema is created and dropped).
-        #[arg(long, env = "WRIT_BENCH_POSTGRES_URL", hide_env_values = true)]
-        postgres_url: Option<String>,
-        /// Writer counts to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 64])]
-        writers: Vec<usize>,
-    },
-    /// Writ's policy verdict latency (p50/p99) and throughput beside raw Cedar `is_authorized`
-    /// on the same requests, at several bundle sizes.
-    Policy {
-        /// Bundle sizes (number of policies) to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1000])]
-        policies: Vec<usize>,
-        /// Distinct generated requests per size.
-        #[arg(long, default_value_t = 2000)]
-        requests: usize,
-        /// Timed passes over the requests per size.
-        #[arg(long, default_value_t = 10)]
-        iterations: usize,
-    },
-    /// Delegated-token verification and grant-check latency (p50/p99) beside bare Ed25519
-    /// signature verification, plus a durable budget spend on SQLite.
-    Identity {
-        /// Timed samples per in-memory measurement.
-        #[arg(long, default_value_t = 100_000)]
-        samples: usize,
-        /// Timed samples of the durable budget spend (0 to skip it).
-        #[arg(long, default_value_t = 300)]
-        durable_samples: usize,
-    },
-    /// Allowed actions/s and added latency (p50/p99) of the whole governed pipeline against a
-    /// no-op upstream on loopback, beside direct calls to the same upstream in the same run.
-    /// Durable audit on SQLite in the data directory, or PostgreSQL with --database-url (a
-    /// private schema is created and dropped).
-    Pipeline {
-        /// Concurrent agents (each with its own API key and grant), and direct clients.
-        #[arg(long, default_value_t = 64)]
-        agents: usize,
-        /// How long each phase is measured (seconds, or e.g. 10s, 500ms).
-        #[arg(long, default_value = "10s", value_parser = pipeline::parse_duration)]
-        duration: Duration,
-        /// Unmeasured load before each phase.
-        #[arg(long, default_value = "2s", value_parser = pipeline::parse_duration)]
-        warmup: Duration,
-    },
-    /// Latency (p50/p99) and throughput of an upstream MCP server's tool called directly,
-    /// through Writ's HTTP API, and through Writ's /mcp, in one run: what the pipeline adds, and
-    /// what the MCP layer adds over the pipeline. Needs the upstream server's command
-    /// (`npm install @modelcontextprotocol/server-everything`).
-    Mcp(mcp::McpBenchArgs),
-}
-
-pub async fn run(cmd: BenchCommand, global: &Global) -> anyhow::Result<ExitCode> {
-    match cmd {
-        BenchCommand::Audit {
-            seconds,
-            entries,
-            postgres_url,
-            writers,
-        } => {
-            let report =
-                bench_audit(global, seconds, entries, postgres_url.as_deref(), &writers).await?;
-            if global.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_audit(&report);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Policy {
-            policies,
-            requests,
-            iterations,
-        } => {
-            policy::run(&policies, requests, iterations, global)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Identity {
-            samples,
-            durable_samples,
-        } => {
-            identity::run(samples, durable_samples, global).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Pipeline {
-            agents,
-            duration,
-            warmup,
-        } => {
-            pipeline::run(agents, duration, warmup, global).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Mcp(args) => {
-            mcp::run(args, global).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+/// Measures, then prints the report (a table, or JSON with `--json`).
+pub async fn run(
+    global: &Global,
+    seconds: f64,
+    entries: u64,
+    postgres_url: Option<&str>,
+    writers: &[usize],
+) -> anyhow::Result<()> {
+    let report = bench_audit(global, seconds, entries, postgres_url, writers).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_audit(&report);
     }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -183,14 +84,6 @@ fn sample_entry(i: u64) -> NewEntry {
             "outcome": "success",
         }),
     }
-}
-
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// The floor of one durable commit: overwrite 4 KiB of an already allocated file and fdatasync,
@@ -388,21 +281,6 @@ async fn bench_audit_in(
         inclusion_proof_p99_us: percentile(&latencies, 0.99),
         inclusion_proof_nodes_read_max: max_nodes,
     })
-}
-
-pub fn machine_description() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores, {model}")
 }
 
 fn print_audit(r: &AuditReport) {

@@ -1,4 +1,4 @@
-//! `writ bench policy`: Writ's verdict latency and throughput beside raw Cedar on the same
+//! `writ-bench policy`: Writ's verdict latency and throughput beside raw Cedar on the same
 //! requests, at several bundle sizes.
 //!
 //! The bundles are generated to look like a company's: connectors with read and write action
@@ -19,8 +19,7 @@ use serde_json::json;
 use writ_policy::cedar_policy::{self, Authorizer, Entities, Request};
 use writ_policy::{Bundle, PolicyRequest, SourceFile};
 
-use super::{machine_description, percentile};
-use crate::Global;
+use crate::{Global, machine_description, percentile};
 
 const CONNECTORS: usize = 20;
 const OPS: usize = 3;

@@ -1,4 +1,4 @@
-//! `writ bench identity`: what authenticating one request costs. Delegated-token verification
+//! `writ-bench identity`: what authenticating one request costs. Delegated-token verification
 //! and the grant check, beside the bare Ed25519 signature verification they contain, on the same
 //! token; plus, for scale, one durable budget spend on the embedded SQLite store.
 
@@ -10,8 +10,7 @@ use writ_core::Timestamp;
 use writ_identity::token::check_grant;
 use writ_identity::{ActionAttempt, AgentId, GrantSpec, Principal, TokenIssuer, Usage, UserId};
 
-use super::{machine_description, percentile};
-use crate::Global;
+use crate::{Global, machine_description, percentile};
 
 #[derive(Debug, Serialize)]
 pub struct IdentityBenchReport {

@@ -1,4 +1,4 @@
-//! `writ bench mcp`: a tool call of an upstream MCP server, three ways, in one run and one
+//! `writ-bench mcp`: a tool call of an upstream MCP server, three ways, in one run and one
 //! process: straight to the server (its own stdio process, the MCP client Writ uses), through
 //! Writ's HTTP API (`POST /v1/actions`: the whole governed pipeline, the upstream reached by the
 //! MCP connector), and through Writ's `/mcp` (`tools/call` over Streamable HTTP, the same
@@ -23,9 +23,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use writ_connectors::mcp::http_client::Http;
 
-use super::machine_description;
-use super::pipeline::{Phase, drive, in_scratch, post_action, ratio, serve_scratch, setup};
-use crate::Global;
+use crate::pipeline::{Agent, Phase, drive, post_action, ratio, setup};
+use crate::scratch::{in_scratch, serve_scratch};
+use crate::{Global, machine_description, parse_duration};
 
 /// The target: what `/mcp` adds over the pipeline's own cost, at the median.
 const TARGET_MCP_ADDED_P50_US: f64 = 1_000.0;
@@ -52,10 +52,10 @@ pub struct McpBenchArgs {
     #[arg(long, default_value_t = 4)]
     clients: usize,
     /// How long each phase is measured (seconds, or e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = super::pipeline::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Unmeasured load before each phase.
-    #[arg(long, default_value = "2s", value_parser = super::pipeline::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
 }
 
@@ -123,12 +123,13 @@ async fn run_in(
         "[limits]\nactions_per_agent_per_minute = 0\n\n[connectors.everything]\nkind = \"mcp\"\ncommand = {}\nargs = [{args}]\ntimeout_ms = 10000\n",
         toml_string(&a.command)
     );
-    let (gateway, gateway_url) = serve_scratch(&toml, dir, database_url).await?;
+    let gateway = serve_scratch(&toml, dir, database_url).await?;
+    let gateway_url = &gateway.url;
 
     // Wait for Writ's own connection to the upstream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let status = gateway.connector_status();
+        let status = gateway.gateway.connector_status();
         if status.get("everything").and_then(|s| s.get("state")) == Some(&json!("ready")) {
             break;
         }
@@ -145,7 +146,7 @@ async fn run_in(
         "setting up {} agents with their grants ({backend})…",
         a.clients
     );
-    let team = setup(&gateway, dir, a.clients, "everything.*").await?;
+    let team = setup(gateway.db.as_ref(), dir, a.clients, "everything.*").await?;
 
     // The direct client: the same server program in its own process.
     let mut command = tokio::process::Command::new(&a.command);
@@ -199,7 +200,7 @@ async fn run_in(
             }
         })
     };
-    let team: Arc<[super::pipeline::Agent]> = team.into();
+    let team: Arc<[Agent]> = team.into();
     let actions_url: Arc<str> = format!("{gateway_url}/v1/actions").into();
     let pipeline = |d: Duration| {
         let (client, url, team) = (http.clone(), actions_url.clone(), team.clone());

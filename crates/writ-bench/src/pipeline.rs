@@ -1,4 +1,4 @@
-//! `writ bench pipeline`: the whole governed pipeline under load. In one process: a no-op
+//! `writ-bench pipeline`: the whole governed pipeline under load. In one process: a no-op
 //! upstream on loopback, a gateway built exactly as `writ serve` builds it (durable audit on
 //! SQLite, or PostgreSQL with `--database-url`) with the `github` connector pointing at that
 //! upstream, and N agents, each with its own API key and grant, posting allowed actions. Beside
@@ -6,7 +6,7 @@
 //! difference is what Writ adds.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,15 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 use writ_core::Timestamp;
-use writ_gateway::Config;
-use writ_gateway::gateway::Gateway;
+use writ_gateway::admin::Admin;
 use writ_identity::apikey::KeyKind;
 use writ_identity::{AgentId, GrantSpec, Principal, UserId};
 use writ_store::identity::{AgentRecord, KeySubject, UserRecord};
-use writ_store::{Store, VerifyOptions};
+use writ_store::{Database, Store, VerifyOptions};
 use writ_vault::{CredentialName, CredentialRef, CredentialScope, MasterKey, MasterKeySource};
 
-use super::machine_description;
-use crate::Global;
+use crate::scratch::{in_scratch, serve_scratch};
+use crate::{Global, machine_description};
 
 /// The targets of the issue, printed beside the figures.
 const TARGET_ACTIONS_PER_S: f64 = 5_000.0;
@@ -57,19 +56,19 @@ credential = {{ name = "github-token", inject = "bearer" }}
 }
 
 #[derive(Debug, Serialize)]
-pub(super) struct Phase {
+pub(crate) struct Phase {
     /// Requests answered as expected (200; for the pipeline, also `"status": "succeeded"`).
-    pub(super) ok: u64,
+    pub(crate) ok: u64,
     /// Anything else: transport errors, other statuses. Not in the latency figures.
-    pub(super) errors: u64,
+    pub(crate) errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) first_error: Option<String>,
-    pub(super) seconds: f64,
-    pub(super) per_second: f64,
-    pub(super) p50_us: f64,
-    pub(super) p90_us: f64,
-    pub(super) p99_us: f64,
-    pub(super) max_us: f64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) seconds: f64,
+    pub(crate) per_second: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,9 +104,9 @@ struct PipelineReport {
 }
 
 /// One agent as the load generator sees it.
-pub(super) struct Agent {
-    pub(super) key: String,
-    pub(super) grant: String,
+pub(crate) struct Agent {
+    pub(crate) key: String,
+    pub(crate) grant: String,
 }
 
 pub async fn run(
@@ -143,17 +142,17 @@ async fn run_in(
     warmup: Duration,
 ) -> anyhow::Result<PipelineReport> {
     let upstream = start_upstream().await?;
-    let (gateway, gateway_url) = serve_scratch(&gateway_toml(&upstream), dir, database_url).await?;
+    let gateway = serve_scratch(&gateway_toml(&upstream), dir, database_url).await?;
 
     eprintln!("setting up {agents} agents with their grants ({backend})…");
-    let team = setup(&gateway, dir, agents, "github.*").await?;
+    let team = setup(gateway.db.as_ref(), dir, agents, "github.*").await?;
     let entries_before = gateway.db.size().await?;
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(agents)
         .build()?;
     let direct_url: Arc<str> = format!("{upstream}{ISSUES_PATH}").into();
-    let actions_url: Arc<str> = format!("{gateway_url}/v1/actions").into();
+    let actions_url: Arc<str> = format!("{}/v1/actions", gateway.url).into();
     let team: Arc<[Agent]> = team.into();
 
     let direct = |warm: bool| {
@@ -248,68 +247,8 @@ async fn run_in(
     })
 }
 
-/// Runs `bench` in a scratch data directory (`<data dir>/bench-<name>-<pid>`) with, when the
-/// database URL is PostgreSQL, a private schema; both are removed afterwards, whatever happened.
-/// `bench` gets the directory, the database URL to use and the backend's name.
-pub(super) async fn in_scratch<T, Fut>(
-    global: &Global,
-    name: &str,
-    bench: impl FnOnce(PathBuf, Option<String>, &'static str) -> Fut,
-) -> anyhow::Result<T>
-where
-    Fut: Future<Output = anyhow::Result<T>>,
-{
-    writ_store::ensure_data_dir(&global.data_dir)?;
-    let dir = global
-        .data_dir
-        .join(format!("bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let schema = format!("writ_bench_{name}_{}", std::process::id());
-    let (database_url, backend) = match global.database_url.as_deref() {
-        Some(url) if url.starts_with("postgres") => (
-            Some(writ_store::postgres::url_with_fresh_schema(url, &schema).await?),
-            "postgres",
-        ),
-        Some(url) => (Some(url.to_owned()), "sqlite"),
-        None => (None, "sqlite"),
-    };
-    let result = bench(dir.clone(), database_url, backend).await;
-    if let Some(url) = global.database_url.as_deref()
-        && backend == "postgres"
-        && let Err(e) = writ_store::postgres::drop_schema(url, &schema).await
-    {
-        eprintln!("warning: could not drop the bench schema {schema}: {e}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// Builds the gateway from `toml` as `writ serve` does, with its data in `dir` and on
-/// `database_url`, and serves its API on a loopback port; the gateway and its URL.
-pub(super) async fn serve_scratch(
-    toml: &str,
-    dir: &Path,
-    database_url: Option<String>,
-) -> anyhow::Result<(Arc<Gateway>, String)> {
-    let mut config = Config::from_toml(toml, "the bench configuration", std::iter::empty())?;
-    config.storage.data_dir = dir.to_path_buf();
-    config.storage.database_url = database_url;
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let built = crate::serve::build(&config).await?;
-    let router = writ_http::router(built.gateway.clone());
-    let listener = built.listener;
-    let limits = writ_http::server::ServerLimits::from_config(&config.server);
-    tokio::spawn(writ_http::server::serve(
-        listener,
-        router,
-        limits,
-        std::future::pending(),
-    ));
-    Ok((built.gateway, built.public_url))
-}
-
 /// Posts one action with an agent's key; `Ok` only if it ran and succeeded.
-pub(super) async fn post_action(
+pub(crate) async fn post_action(
     client: &reqwest::Client,
     url: &str,
     key: &str,
@@ -331,7 +270,7 @@ pub(super) async fn post_action(
     }
 }
 
-pub(super) fn ratio(a: f64, b: f64) -> f64 {
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
 }
 
@@ -350,13 +289,12 @@ async fn start_upstream() -> anyhow::Result<String> {
 /// A user, `agents` agents each with an API key and a grant of `actions` (such as `github.*`),
 /// and the credential the `github` connector injects, written directly into the gateway's
 /// database.
-pub(super) async fn setup(
-    gateway: &Gateway,
+pub(crate) async fn setup(
+    db: &dyn Database,
     dir: &Path,
     agents: usize,
     actions: &str,
 ) -> anyhow::Result<Vec<Agent>> {
-    let db = gateway.db.as_ref();
     let now = Timestamp::now();
     let user = UserId::new("bench-user")?;
     db.add_user(&UserRecord {
@@ -372,7 +310,7 @@ pub(super) async fn setup(
         let agent = AgentId::new(format!("bench-agent-{i}"))?;
         db.add_agent(&AgentRecord::new(agent.clone(), user.clone(), None, now))
             .await?;
-        let key = writ_gateway::admin::Admin::local(db)
+        let key = Admin::local(db)
             .issue_key(KeySubject::Agent(agent.clone()), KeyKind::Agent)
             .await?
             .key;
@@ -416,7 +354,7 @@ pub(super) async fn setup(
 
 /// Runs `clients` loops of `call` (given the client's index) for `duration`, and measures each
 /// call. Calls still in flight at the end are awaited and counted.
-pub(super) async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     clients: usize,
     duration: Duration,
     call: F,
@@ -477,21 +415,6 @@ where
         p99_us: us(0.99),
         max_us: us(1.0),
     })
-}
-
-/// `10`, `10s`, `1.5s` or `500ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, scale) = match text.strip_suffix("ms") {
-        Some(n) => (n, 1e-3),
-        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n >= 0.0)
-        .map(|n| Duration::from_secs_f64(n * scale))
-        .ok_or_else(|| format!("{text:?} is not a duration; use seconds like 10, 10s or 500ms"))
 }
 
 fn print_report(r: &PipelineReport) {
