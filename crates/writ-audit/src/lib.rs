@@ -5,6 +5,10 @@
 //! - the [`Frontier`] a single writer keeps to append in O(log n) memory;
 //! - C2SP `tlog-checkpoint` checkpoints signed as C2SP signed notes with Ed25519, in the key text
 //!   forms of the Go `sumdb/note` package.
+//!
+//! Modules: `hash` (leaf and node hashing, the `Hash` type), `tree` (roots, proof plans over
+//! stored subtrees, the `Frontier`), `verify` (inclusion and consistency proofs checked),
+//! `checkpoint` (the C2SP checkpoint body), `note` (signed notes, Ed25519 keys in Go's text forms).
 
 mod checkpoint;
 mod hash;

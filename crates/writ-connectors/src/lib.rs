@@ -11,6 +11,10 @@
 //! of an upstream MCP server (a stdio command or a Streamable HTTP URL) as operations. Both take
 //! an echoed credential out of what the upstream answers, in every form in which it was sent
 //! (`scrub.rs`), before anyone sees it.
+//!
+//! Modules: `http` (the HTTP connector), `template` (URL templates that fill one path segment per
+//! argument, redaction by JSON pointer), `mcp` (the MCP upstream connector), `scrub` (the
+//! `Scrubber` both connectors share).
 
 mod http;
 pub mod mcp;

@@ -11,6 +11,11 @@
 //! It is not the pipeline: it does not authenticate, check grants, hold approvals, call connectors
 //! or write the audit log. It does no network or database I/O and needs no async runtime; the only
 //! I/O is reading bundle files, asking `git` for the commit, and watching the directory.
+//!
+//! Modules: `bundle` (load, validate, version, verdict logic), `request` (the `PolicyRequest` and
+//! its mapping onto Cedar), `verdict` (`Verdict`, `Explanation`, approval requirements), `slice`
+//! (policies indexed by action and principal), `engine` (the serving bundle, reload, watch,
+//! shadow), `cases` (case files and their runner), `error` (load and case errors with file:line).
 
 mod bundle;
 mod cases;

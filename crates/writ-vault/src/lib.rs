@@ -12,6 +12,9 @@
 //!
 //! This crate is pure: it does no database work (the rows live in `writ-store`) and touches the
 //! file system only to read or create the master key file.
+//!
+//! Modules: `master` (the master key and where it comes from), `envelope` (sealing and opening
+//! with a data key), `credential` (names, scopes, versions, references), `secret` (`Secret`).
 
 mod credential;
 mod envelope;
