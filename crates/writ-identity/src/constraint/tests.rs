@@ -464,9 +464,7 @@ fn email_addresses_are_read_strictly() {
         ("#$&'*+-/=?^_`{|}~@example.com", None),
         (
             "a%evil.com@example.com",
-            Some(
-                "whose local part contains '%', which some mail servers route to another domain",
-            ),
+            Some("whose local part contains '%', which some mail servers route to another domain"),
         ),
         (
             "evil.com!bob@example.com",
@@ -693,9 +691,8 @@ fn invalid_constraints_are_refused_at_creation() {
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
-    let unknown: Result<Constraint, _> = serde_json::from_value(
-        json!({"pointer": "/a", "rule": "at_most", "value": 1, "typo": 2}),
-    );
+    let unknown: Result<Constraint, _> =
+        serde_json::from_value(json!({"pointer": "/a", "rule": "at_most", "value": 1, "typo": 2}));
     assert!(unknown.is_err());
 }
 
