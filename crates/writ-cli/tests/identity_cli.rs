@@ -310,6 +310,16 @@ fn flow(env: &Env) {
         "the error repeats the presented key: {out}"
     );
 
+    // A disabled agent gets no token; enabled again, it does.
+    let disabled = env.ok(&["agents", "disable", "bot"]);
+    assert_eq!(disabled["enabled"], false);
+    assert!(
+        env.fails(&["token", "exchange", "--grant", &grant_id], &creds, None)
+            .contains("agent bot is disabled")
+    );
+    env.ok(&["agents", "enable", "bot"]);
+    env.ok_with(&["token", "exchange", "--grant", &grant_id], &creds, None);
+
     // The JWKS verifies the token in PyJWT, independently of Writ.
     let jwks = env.ok(&["token", "jwks"]);
     pyjwt_check(&env.data, &token, &jwks);
@@ -351,6 +361,8 @@ fn flow(env: &Env) {
         "credential.retired",
         "token.issued",
         "agent.key_rotated",
+        "agent.disabled",
+        "agent.enabled",
     ] {
         assert!(text.contains(event), "no {event} entry in the audit log");
     }
