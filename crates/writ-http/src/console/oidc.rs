@@ -31,10 +31,12 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use writ_core::Timestamp;
 
-use super::{
-    Console, SESSION_COOKIE, SESSION_LIFETIME, SignInWith, cookie, error_page, html, is_loopback,
-    pages, random_token, same_secret, set_cookie,
+use super::layout::continue_to;
+use super::session::{
+    SESSION_COOKIE, SESSION_LIFETIME, SignInWith, cookie, is_loopback, random_token, same_secret,
+    set_cookie,
 };
+use super::{Console, error_page, html};
 use crate::error::ApiError;
 
 /// How long a started sign-in may take at the issuer.
@@ -407,7 +409,7 @@ async fn finish(
     // A page that moves on by itself rather than a redirect: the session cookie is
     // `SameSite=Strict`, and browsers do not send it on a navigation whose chain began on the
     // issuer's site; the page's own navigation is same-site.
-    let mut response = html(StatusCode::OK, pages::continue_to("/console/approvals"));
+    let mut response = html(StatusCode::OK, continue_to("/console/approvals"));
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(headers, SESSION_COOKIE, &id, lifetime.as_secs()),
