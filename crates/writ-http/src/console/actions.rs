@@ -12,11 +12,11 @@ use base64::engine::general_purpose::STANDARD;
 use maud::{Markup, html};
 use serde_json::Value;
 use writ_gateway::auth::Who;
-use writ_gateway::views;
+use writ_gateway::views::{self, ActionRecord, EntryView};
 
-use super::layout::{layout, pretty, s, text};
+use super::layout::{layout, or_dash, pretty, text};
 use super::session::SignedIn;
-use super::{Console, error_page, html, to_value};
+use super::{Console, error_page, html};
 
 pub(super) async fn action_page(
     State(c): State<Arc<Console>>,
@@ -29,7 +29,7 @@ pub(super) async fn action_page(
     };
     let reader = Who::User(who.user.clone());
     match views::action_record(&c.gw, &reader, &id, Duration::ZERO).await {
-        Ok((_, record)) => html(StatusCode::OK, action(&who, &to_value(&record))),
+        Ok((_, record)) => html(StatusCode::OK, action(&who, &record)),
         Err(e) => error_page(Some(&who), &e.into()),
     }
 }
@@ -111,57 +111,54 @@ const STEPS: &[Step] = &[
     },
 ];
 
-fn action(who: &SignedIn, r: &Value) -> Markup {
-    let entries = r
-        .get("entries")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let credential = entries
+fn action(who: &SignedIn, r: &ActionRecord) -> Markup {
+    let v = &r.view;
+    // Which credential was used is in the execution's entry (the log says what happened).
+    let credential = r
+        .entries
         .iter()
-        .filter(|e| s(e, "/kind") == "executed")
-        .find_map(|e| e.pointer("/payload/credential").and_then(Value::as_str));
-    let checkpoint = r.get("checkpoint").filter(|c| !c.is_null());
-    let id = s(r, "/action_id");
+        .filter(|e| e.kind == "executed")
+        .find_map(|e| e.payload.get("credential").and_then(Value::as_str));
+    let id = &v.action_id;
     layout(
         &format!("Action {id}"),
         Some(who),
         html! {
             h1 { "Action " span.mono { (id) } }
-            p { span.state data-state=(s(r, "/status")) { (s(r, "/status")) } }
+            p { span.state data-state=(v.status) { (v.status) } }
             dl.facts {
-                dt { "Operation" } dd { (s(r, "/connector")) "." (s(r, "/operation")) }
-                dt { "Agent" } dd { (s(r, "/agent")) }
-                dt { "Acting for" } dd { (s(r, "/user")) }
-                dt { "Grant" } dd { (text(r.get("grant"))) }
-                dt { "Verdict" } dd { (text(r.get("verdict"))) }
-                dt { "Policies" } dd { (text(r.get("policy_ids"))) }
-                dt { "Reasons" } dd { (text(r.get("reasons"))) }
-                dt { "Policy version" } dd.mono { (text(r.get("bundle_version"))) }
+                dt { "Operation" } dd { (v.connector) "." (v.operation) }
+                dt { "Agent" } dd { (v.agent) }
+                dt { "Acting for" } dd { (v.user) }
+                dt { "Grant" } dd { (or_dash(v.grant.as_deref())) }
+                dt { "Verdict" } dd { (text(v.verdict.as_ref())) }
+                dt { "Policies" } dd { (text(v.policy_ids.as_ref())) }
+                dt { "Reasons" } dd { (text(v.reasons.as_ref())) }
+                dt { "Policy version" } dd.mono { (text(v.bundle_version.as_ref())) }
                 dt { "Credential" } dd { (credential.unwrap_or("—")) }
-                dt { "Requested" } dd { (s(r, "/created_at")) }
-                dt { "Last change" } dd { (s(r, "/updated_at")) }
-                dt { "Action hash" } dd.mono { (s(r, "/action_hash")) }
+                dt { "Requested" } dd { (v.created_at) }
+                dt { "Last change" } dd { (v.updated_at) }
+                dt { "Action hash" } dd.mono { (v.action_hash) }
             }
             section.proofs {
                 h2 { "Proofs" }
                 p #proof-summary data-proof-summary="pending" {
                     "Your browser is checking every entry against the signed checkpoint…"
                 }
-                @if let Some(c) = checkpoint {
+                @if let Some(c) = &r.checkpoint {
                     div #checkpoint
-                        data-note-b64=(STANDARD.encode(s(c, "/note").as_bytes()))
-                        data-size=(text(c.get("size")))
-                        data-verifier-key=(s(r, "/verifier_key")) {
+                        data-note-b64=(STANDARD.encode(c.note.as_bytes()))
+                        data-size=(c.size)
+                        data-verifier-key=(r.verifier_key) {
                         dl.facts {
-                            dt { "Checkpoint size" } dd { (text(c.get("size"))) }
-                            dt { "Root" } dd.mono { (s(c, "/root_hash")) }
-                            dt { "Log key" } dd.mono { (s(r, "/verifier_key")) }
+                            dt { "Checkpoint size" } dd { (c.size) }
+                            dt { "Root" } dd.mono { (c.root_hash) }
+                            dt { "Log key" } dd.mono { (r.verifier_key) }
                             dt { "Signature" } dd { span data-checkpoint-status="pending" { "checking…" } }
                         }
                         details {
                             summary { "Signed note" }
-                            pre { (s(c, "/note")) }
+                            pre { (c.note) }
                         }
                         p.hint { "Compare the log key with the one your organisation publishes: the proofs are only as trustworthy as the key they are checked against." }
                     }
@@ -171,7 +168,7 @@ fn action(who: &SignedIn, r: &Value) -> Markup {
             }
             h2 { "Timeline" }
             ol.timeline {
-                @for e in &entries {
+                @for e in &r.entries {
                     (entry(e))
                 }
             }
@@ -179,14 +176,16 @@ fn action(who: &SignedIn, r: &Value) -> Markup {
     )
 }
 
-fn entry(e: &Value) -> Markup {
-    let kind = s(e, "/kind");
+/// One entry of the timeline. Its payload is JSON by nature (each kind of entry has its own
+/// fields, and a newer Writ may add some), so the step's fields are read by pointer.
+fn entry(e: &EntryView) -> Markup {
+    let kind = e.kind.as_str();
     let (label, fields): (&str, &[(&str, &str)]) = STEPS
         .iter()
         .find(|step| step.kind == kind)
         .map(|step| (step.label, step.fields))
         .unwrap_or((kind, &[]));
-    let mut payload = e.get("payload").cloned().unwrap_or(Value::Null);
+    let mut payload = e.payload.clone();
     // A re-evaluation nests its verdict (`{"verdict": {"verdict": …, "policy_ids": …}}`); the
     // first evaluation has the same fields at the top.
     if let Some(Value::Object(verdict)) = payload.get("verdict").cloned()
@@ -196,23 +195,18 @@ fn entry(e: &Value) -> Markup {
             top.insert(k, v);
         }
     }
-    let proof = e.get("inclusion_proof").and_then(Value::as_array).map(|p| {
-        p.iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    let canonical = s(e, "/canonical");
+    let proof = e.inclusion_proof.as_ref().map(|p| p.join(","));
+    let canonical = &e.canonical;
     html! {
-        li.entry data-kind=(kind) data-seq=(text(e.get("seq")))
+        li.entry data-kind=(kind) data-seq=(e.seq)
             data-canonical-b64=(STANDARD.encode(canonical.as_bytes()))
             data-proof=[proof] {
             div.entry-head {
                 span.step { (label) }
-                span.seq { "#" (text(e.get("seq"))) }
+                span.seq { "#" (e.seq) }
                 span.proof data-proof-status="pending" { "checking…" }
             }
-            div.meta { (s(e, "/time")) " · " (text(e.get("actor"))) }
+            div.meta { (e.time) " · " (or_dash(e.actor.as_deref())) }
             dl.facts {
                 @for (name, pointer) in fields {
                     @if let Some(v) = payload.pointer(pointer).filter(|v| !v.is_null()) {

@@ -14,12 +14,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use writ_gateway::pipeline::{self, DecisionRequest};
-use writ_gateway::views;
+use writ_gateway::views::{self, ApprovalAction, ApprovalView, DecisionView, GrantScope};
 use writ_store::ApprovalState;
 
-use super::layout::{layout, pretty, s, text};
+use super::layout::{layout, list, or_dash, pretty, text};
 use super::session::{SignedIn, check_post};
-use super::{Console, error_page, form, html, to_value};
+use super::{Console, error_page, form, html};
 use crate::error::ApiError;
 
 /// How often the live inbox looks at the store even when this process saw no change (another
@@ -34,10 +34,7 @@ pub(super) async fn approvals_page(State(c): State<Arc<Console>>, headers: Heade
         Err(response) => return response,
     };
     match views::visible_approvals(&c.gw, &who.user, Some(ApprovalState::Pending), 200).await {
-        Ok(items) => {
-            let items: Vec<Value> = items.iter().map(to_value).collect();
-            html(StatusCode::OK, approvals(&who, &items))
-        }
+        Ok(items) => html(StatusCode::OK, approvals(&who, &items)),
         Err(e) => error_page(Some(&who), &e.into()),
     }
 }
@@ -133,11 +130,12 @@ impl Watch {
             now.insert(row.id.clone());
             if !self.known.contains(&row.id) {
                 let item = views::approval_item(&self.console.gw, &who.user, row).await?;
-                self.queue.push_back(
-                    Event::default()
-                        .event("approval")
-                        .data(to_value(&item).to_string()),
-                );
+                // The same JSON as `GET /v1/approvals/{id}` answers.
+                let data = serde_json::to_string(&item).map_err(|e| {
+                    ApiError::internal(format!("approval {} could not be written: {e}", row.id))
+                })?;
+                self.queue
+                    .push_back(Event::default().event("approval").data(data));
             }
         }
         for gone in self.known.difference(&now) {
@@ -203,7 +201,7 @@ pub(super) async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         .into_response()
 }
 
-fn approvals(who: &SignedIn, items: &[Value]) -> Markup {
+fn approvals(who: &SignedIn, items: &[ApprovalView]) -> Markup {
     layout(
         "Approvals",
         Some(who),
@@ -213,66 +211,62 @@ fn approvals(who: &SignedIn, items: &[Value]) -> Markup {
             p.empty #no-approvals hidden[!items.is_empty()] { "Nothing is waiting for you." }
             div #approvals {
                 @for item in items {
-                    (approval_card(who, item))
+                    (approval_card(who, Some(item)))
                 }
             }
             // The card the script fills for an approval that arrives live.
             template #approval-template {
-                (approval_card(who, &Value::Null))
+                (approval_card(who, None))
             }
         },
     )
 }
 
 /// One approval request with everything an approver needs to decide, and the decision form
-/// when this user may decide. Rendered with `Value::Null` it is the empty card the script fills.
-fn approval_card(who: &SignedIn, a: &Value) -> Markup {
-    let id = s(a, "/id");
-    let may_decide = a.is_null() || a.get("you_may_decide") == Some(&Value::Bool(true));
-    let action_id = s(a, "/action_id");
-    let decisions = a
-        .get("decisions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let approvals_so_far = decisions
-        .iter()
-        .filter(|d| d.get("decision").and_then(Value::as_str) == Some("approve"))
-        .count();
+/// when this user may decide. Rendered with `None` it is the empty card the script fills.
+fn approval_card(who: &SignedIn, a: Option<&ApprovalView>) -> Markup {
+    let act = a.and_then(|a| a.action.as_ref());
+    let field = |f: fn(&ApprovalView) -> &str| a.map_or("", f);
+    let action_field = |f: fn(&ApprovalAction) -> &str| act.map_or("", f);
+    let action_value = |f: fn(&ApprovalAction) -> Option<&Value>| act.and_then(f);
+    let id = field(|a| &a.id);
+    let may_decide = a.is_none_or(|a| a.you_may_decide == Some(true));
+    let decisions: &[DecisionView] = a.map_or(&[], |a| a.decisions.as_slice());
+    let approvals_so_far = decisions.iter().filter(|d| d.decision == "approve").count();
     html! {
         article.approval data-approval-id=(id) {
             header {
                 h2 data-field="operation" {
-                    (s(a, "/action/connector")) "." (s(a, "/action/operation"))
+                    (action_field(|a| &a.connector)) "." (action_field(|a| &a.operation))
                 }
-                a.record data-field="record" href=(format!("/console/actions/{action_id}")) { "Record" }
+                a.record data-field="record" href=(format!("/console/actions/{}", field(|a| &a.action_id))) { "Record" }
             }
             dl.facts {
-                dt { "Agent" } dd data-field="agent" { (s(a, "/action/agent")) }
-                dt { "Acting for" } dd data-field="user" { (s(a, "/action/user")) }
-                dt { "Grant" } dd data-field="grant" { (text(a.pointer("/action/grant"))) }
-                dt { "Grant allows" } dd data-field="grant-scope" { (grant_scope(a.pointer("/action/grant_scope"))) }
-                dt { "Intent" } dd data-field="intent" { (text(a.pointer("/action/intent"))) }
-                dt { "Rationale" } dd data-field="rationale" { (text(a.pointer("/action/rationale"))) }
-                dt { "Policy gate" } dd data-field="gate" { (text(a.pointer("/action/policy_ids"))) }
-                dt { "Reason" } dd data-field="reason" { (text(a.get("reason"))) }
-                dt { "Policy version" } dd.mono data-field="bundle" { (text(a.pointer("/action/bundle_version"))) }
-                dt { "Approvers" } dd data-field="approvers" { (text(a.get("approvers"))) }
+                dt { "Agent" } dd data-field="agent" { (action_field(|a| &a.agent)) }
+                dt { "Acting for" } dd data-field="user" { (action_field(|a| &a.user)) }
+                dt { "Grant" } dd data-field="grant" { (or_dash(act.and_then(|a| a.grant.as_deref()))) }
+                dt { "Grant allows" } dd data-field="grant-scope" { (grant_scope(act.and_then(|a| a.grant_scope.as_ref()))) }
+                dt { "Intent" } dd data-field="intent" { (text(action_value(|a| a.intent.as_ref()))) }
+                dt { "Rationale" } dd data-field="rationale" { (text(action_value(|a| a.rationale.as_ref()))) }
+                dt { "Policy gate" } dd data-field="gate" { (text(action_value(|a| a.policy_ids.as_ref()))) }
+                dt { "Reason" } dd data-field="reason" { (or_dash(a.and_then(|a| a.reason.as_deref()))) }
+                dt { "Policy version" } dd.mono data-field="bundle" { (text(action_value(|a| a.bundle_version.as_ref()))) }
+                dt { "Approvers" } dd data-field="approvers" { (list(a.map_or(&[], |a| a.approvers.as_slice()))) }
                 dt { "Quorum" } dd data-field="quorum" {
-                    (approvals_so_far) " of " (text(a.get("quorum"))) " approvals"
+                    (approvals_so_far) " of " (a.map_or("—".to_owned(), |a| a.quorum.to_string())) " approvals"
                 }
                 dt { "Time left" } dd {
-                    span data-field="time-left" data-expires=(s(a, "/expires_at")) {
-                        "until " (s(a, "/expires_at"))
+                    span data-field="time-left" data-expires=(field(|a| &a.expires_at)) {
+                        "until " (field(|a| &a.expires_at))
                     }
                 }
-                dt { "Action hash" } dd.mono data-field="hash" { (s(a, "/action_hash")) }
+                dt { "Action hash" } dd.mono data-field="hash" { (field(|a| &a.action_hash)) }
             }
             h3 { "Arguments" }
-            pre.args data-field="args" { (pretty(a.pointer("/action/args"))) }
+            pre.args data-field="args" { (pretty(action_value(|a| a.args.as_ref()))) }
             h3 { "Decisions so far" }
             ul.decisions data-field="decisions" {
-                @for d in &decisions {
+                @for d in decisions {
                     li { (decision_line(d)) }
                 }
                 @if decisions.is_empty() {
@@ -282,7 +276,7 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
             @if may_decide {
                 form.decide method="post" action=(format!("/console/approvals/{id}/decision")) {
                     input type="hidden" name="csrf" value=(who.csrf);
-                    input type="hidden" name="action_hash" value=(s(a, "/action_hash"));
+                    input type="hidden" name="action_hash" value=(field(|a| &a.action_hash));
                     label { "Comment"
                         textarea name="comment" rows="2" maxlength="4000" {}
                     }
@@ -293,7 +287,7 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
                 }
             } @else {
                 p.cannot data-field="cannot" {
-                    @if s(a, "/user") == who.user.id.as_str() {
+                    @if field(|a| &a.user) == who.user.id.as_str() {
                         "Your own agent asked for this: someone else must decide."
                     } @else {
                         "You may see this request but not decide it."
@@ -305,39 +299,35 @@ fn approval_card(who: &SignedIn, a: &Value) -> Markup {
 }
 
 /// A grant's scope in a line: its actions, resources and expiry.
-fn grant_scope(scope: Option<&Value>) -> String {
-    let Some(scope) = scope.filter(|s| s.is_object()) else {
+fn grant_scope(scope: Option<&GrantScope>) -> String {
+    let Some(scope) = scope else {
         return "—".to_owned();
     };
-    let mut line = text(scope.get("actions"));
-    if scope
-        .get("resources")
-        .and_then(Value::as_array)
-        .is_some_and(|r| !r.is_empty())
-    {
+    let mut line = list(&scope.actions);
+    if !scope.resources.is_empty() {
         line.push_str(" on ");
-        line.push_str(&text(scope.get("resources")));
+        line.push_str(&list(&scope.resources));
     }
     line.push_str(", until ");
-    line.push_str(s(scope, "/expires_at"));
-    if scope.get("revoked") == Some(&Value::Bool(true)) {
+    line.push_str(&scope.expires_at);
+    if scope.revoked {
         line.push_str(" (revoked)");
     }
     line
 }
 
-fn decision_line(d: &Value) -> String {
+fn decision_line(d: &DecisionView) -> String {
     let mut line = format!(
         "{} {} at {}",
-        s(d, "/approver"),
-        match s(d, "/decision") {
+        d.approver,
+        match d.decision.as_str() {
             "approve" => "approved",
             "deny" => "denied",
             other => other,
         },
-        s(d, "/time")
+        d.time
     );
-    if let Some(c) = d.get("comment").and_then(Value::as_str) {
+    if let Some(c) = &d.comment {
         line.push_str(": ");
         line.push_str(c);
     }

@@ -32,10 +32,24 @@ pub(super) fn pretty(v: Option<&Value>) -> String {
         .unwrap_or_else(|| "—".to_owned())
 }
 
-pub(super) fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+/// A text field: as it is, or a dash when it is missing or empty.
+pub(super) fn or_dash(v: Option<&str>) -> &str {
+    match v {
+        Some(s) if !s.is_empty() => s,
+        _ => "—",
+    }
+}
+
+/// A list of words joined by commas, or a dash when it is empty.
+pub(super) fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "—".to_owned();
+    }
+    items
+        .iter()
+        .map(|i| or_dash(Some(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The frame of every page.
@@ -137,5 +151,17 @@ mod tests {
             assert_eq!(text(Some(&value)), expected, "{value}");
         }
         assert_eq!(text(None), "—");
+    }
+
+    #[test]
+    fn fields_and_lists_read_as_text() {
+        assert_eq!(or_dash(None), "—");
+        assert_eq!(or_dash(Some("")), "—");
+        assert_eq!(or_dash(Some("x")), "x");
+        assert_eq!(list(&[]), "—");
+        assert_eq!(list(&["a".to_owned(), "b".to_owned()]), "a, b");
+        // The same words as the JSON value the API answers with.
+        let words = vec!["a".to_owned(), String::new()];
+        assert_eq!(list(&words), text(Some(&json!(words))));
     }
 }

@@ -5,10 +5,26 @@
 //! the user's own account (their password, and signing out everywhere).
 //!
 //! The console is a thin layer over the same functions as the HTTP API: it reads through
-//! [`views::visible_approvals`], [`views::action_record`], [`views::action_filter`] and the like,
-//! decides through [`pipeline::decide`] and grants through the core's admin service, so quorum,
-//! self-approval, one decision per approver and who may see or change what hold exactly as in
-//! the API. What it adds is the browser's side of security:
+//! `views::visible_approvals`, `views::action_record`, `views::action_filter` and the like,
+//! and its pages take those typed read models (`ApprovalView`, `ActionRecord`, …) as they are,
+//! so a renamed field is a compile error rather than a dash on a page; it decides through
+//! `pipeline::decide` and grants through the core's admin service, so quorum, self-approval,
+//! one decision per approver and who may see or change what hold exactly as in the API.
+//!
+//! One file per feature, each with its handlers and its page:
+//!
+//! - `mod.rs`: the router, the console's state, the headers layer, the assets, and the answers
+//!   every handler shares (a page, the error page, the way to the sign-in page);
+//! - `session.rs`: sessions, cookies and CSRF, and `Console::posted`, which every form goes
+//!   through; `sign_in.rs`: the sign-in page (password or API key) and signing out; `oidc.rs`:
+//!   sign-in with an OpenID Connect issuer;
+//! - `approvals.rs`: the inbox, its live updates and the decision; `actions.rs`: the record of
+//!   one action; `audit.rs`: the explorer, its export and the log's verification, with its
+//!   chart (`chart.rs`); `identity.rs`: agents and grants; `policy.rs`: the policy view;
+//!   `account.rs`: the user's own account;
+//! - `layout.rs`: the frame every page shares, and the error page.
+//!
+//! What the console adds to the API is the browser's side of security:
 //!
 //! - **Sessions**: sign-in with a user id and password (Argon2id hashes, a lock after repeated
 //!   failures: `writ_gateway::auth::passwords`) or with a user API key creates a server-side
@@ -55,7 +71,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use writ_gateway::Gateway;
 
@@ -233,9 +248,4 @@ async fn asset(Path(file): Path<String>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
-}
-
-/// A read model as the JSON the pages read.
-fn to_value<T: serde::Serialize>(view: &T) -> Value {
-    serde_json::to_value(view).unwrap_or(Value::Null)
 }

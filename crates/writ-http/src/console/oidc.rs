@@ -2,8 +2,8 @@
 //! (RFC 7636, `S256`), for each `[[identity.oidc]]` issuer that has a `console` table.
 //!
 //! `GET /console/oidc/{n}/start` keeps a pending sign-in (`state`, `nonce`, PKCE verifier) in
-//! memory for ten minutes, bound to a random id in the `writ_oidc` cookie, and redirects to the
-//! issuer. The issuer sends the browser back to `GET /console/oidc/callback`; the pending entry is
+//! the store for ten minutes, sealed with a key derived from a random id in the `writ_oidc`
+//! cookie, and redirects to the issuer. The issuer sends the browser back to `GET /console/oidc/callback`; the pending entry is
 //! taken out (so it serves once, whatever happens next), `state` is compared in constant time,
 //! the code is exchanged at the token endpoint with the verifier, and the ID token is verified by
 //! the issuer's [`OidcVerifier`] (signature, issuer, `aud` = the client id, expiry) and its

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
+use writ_policy::PolicyEffect;
 use writ_store::EntryFilter;
 
 use super::layout::{layout, text};
@@ -92,10 +93,9 @@ fn policy(
                     thead { tr { th { "Policy" } th { "Effect" } th { "Reason" } th { "Where" } } }
                     tbody {
                         @for p in bundle.policies() {
-                            @let info = serde_json::to_value(p).unwrap_or(Value::Null);
                             tr data-policy=(p.id) {
                                 td { (p.id) }
-                                td { (text(info.get("effect"))) @if p.gate.is_some() { " (approval gate)" } }
+                                td { (effect(p.effect)) @if p.gate.is_some() { " (approval gate)" } }
                                 td { (p.reason.as_deref().unwrap_or("—")) }
                                 td.mono { (p.file.display().to_string()) ":" (p.line) }
                             }
@@ -125,4 +125,12 @@ fn policy(
             }
         },
     )
+}
+
+/// A policy's effect in the words of the bundle (and of `GET /v1/admin/policy`).
+fn effect(effect: PolicyEffect) -> &'static str {
+    match effect {
+        PolicyEffect::Permit => "permit",
+        PolicyEffect::Forbid => "forbid",
+    }
 }
