@@ -263,7 +263,8 @@ fn approval_card(who: &SignedIn, a: Option<&ApprovalView>) -> Markup {
                 dt { "Action hash" } dd.mono data-field="hash" { (field(|a| &a.action_hash)) }
             }
             h3 { "Arguments" }
-            pre.args data-field="args" { (pretty(action_value(|a| a.args.as_ref()))) }
+            // Arguments the request did not carry show as its JSON does: `null`.
+            pre.args data-field="args" { (pretty(act.map(|a| a.args.as_ref().unwrap_or(&Value::Null)))) }
             h3 { "Decisions so far" }
             ul.decisions data-field="decisions" {
                 @for d in decisions {
