@@ -337,7 +337,7 @@ impl Console {
         };
         let Some(session) = self
             .gw
-            .db
+            .sessions()
             .session(&session_key(id), Timestamp::now())
             .await?
         else {
@@ -349,15 +349,15 @@ impl Console {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(key_sha256, &mut hash).is_ok()
                     && matches!(
-                        self.gw.db.api_key(&hash).await?,
+                        self.gw.reads().api_key(&hash).await?,
                         Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
                     )
             }
             Some(SignInWith::Password { set_at_us }) => {
-                self.gw.passwords
+                self.gw.passwords_enabled()
                     && self
                         .gw
-                        .db
+                        .reads()
                         .password(&session.user)
                         .await?
                         .is_some_and(|p| p.set_at.as_micros() == *set_at_us)
@@ -366,13 +366,13 @@ impl Console {
             // expiry, and deleting the user or removing the issuer from the configuration ends
             // it.
             Some(SignInWith::Oidc { issuer }) => {
-                self.gw.oidc_sign_in.iter().any(|p| p.issuer() == issuer)
+                self.gw.oidc_sign_in().iter().any(|p| p.issuer() == issuer)
             }
             // Written by a newer Writ, or damaged: fail closed.
             None => false,
         };
         let user = match with {
-            Some(with) if live => self.gw.db.user(&session.user).await?.map(|u| (u, with)),
+            Some(with) if live => self.gw.reads().user(&session.user).await?.map(|u| (u, with)),
             _ => None,
         };
         match user {
@@ -430,14 +430,14 @@ impl Console {
     /// Ends this request's session in the store.
     async fn end_session(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            self.gw.db.remove_session(&session_key(id)).await?;
+            self.gw.sessions().remove_session(&session_key(id)).await?;
         }
         Ok(())
     }
 
     /// Where the issuer sends the browser back after an OIDC sign-in.
     fn callback_url(&self) -> String {
-        format!("{}/console/oidc/callback", self.gw.public_url)
+        format!("{}/console/oidc/callback", self.gw.public_url())
     }
 
     /// Opens a session for `user` lasting `lifetime` (at most [`SESSION_LIFETIME`]); the
@@ -455,7 +455,7 @@ impl Console {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let sign_in = serde_json::to_value(&with).map_err(|e| ApiError::internal(e.to_string()))?;
         self.gw
-            .db
+            .sessions()
             .add_session(
                 &session_key(&id),
                 &SessionRecord {
@@ -500,7 +500,7 @@ fn check_post(
     who: &SignedIn,
     token: &str,
 ) -> Result<(), ApiError> {
-    if !same_origin(&gw.public_url, headers) {
+    if !same_origin(gw.public_url(), headers) {
         return Err(ApiError::forbidden(
             "this form was sent from another site; it was refused",
         ));
@@ -545,7 +545,7 @@ fn login_form(
     };
     let mut response = html(
         status,
-        pages::login(&token, problem, &c.gw.oidc_sign_in, c.gw.passwords),
+        pages::login(&token, problem, c.gw.oidc_sign_in(), c.gw.passwords_enabled()),
     );
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -572,7 +572,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         Err(e) => return error_page(None, &e),
     };
     let bound = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if !same_origin(&c.gw.public_url, &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
+    if !same_origin(c.gw.public_url(), &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
     {
         return login_form(
             &c,
@@ -582,7 +582,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         );
     }
     if !f.user.is_empty() || !f.password.is_empty() {
-        if !c.gw.passwords {
+        if !c.gw.passwords_enabled() {
             return login_form(
                 &c,
                 &headers,
@@ -596,7 +596,7 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
         return password_login(&c, &headers, &f.user, &password).await;
     }
     let refused = || {
-        c.gw.metrics.refused("unauthenticated");
+        c.gw.metrics().refused("unauthenticated");
         login_form(
             &c,
             &headers,
@@ -607,12 +607,12 @@ async fn login(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -
     let Ok((KeyKind::User, key_hash)) = parse_presented(f.api_key.trim()) else {
         return refused();
     };
-    let user = match c.gw.db.api_key(&key_hash).await {
+    let user = match c.gw.reads().api_key(&key_hash).await {
         Ok(Some(ApiKeyRecord {
             subject: KeySubject::User(id),
             revoked_at: None,
             ..
-        })) => match c.gw.db.user(&id).await {
+        })) => match c.gw.reads().user(&id).await {
             Ok(Some(user)) => user,
             Ok(None) => return refused(),
             Err(e) => return error_page(None, &e.into()),
@@ -635,9 +635,9 @@ async fn password_login(
     user: &str,
     password: &writ_identity::password::Password,
 ) -> Response {
-    use writ_gateway::auth::passwords::{SignIn, sign_in};
+    use writ_gateway::auth::passwords::SignIn;
     let now = writ_core::Timestamp::now();
-    match sign_in(c.gw.db.as_ref(), user, password, now).await {
+    match c.gw.password_sign_in(user, password, now).await {
         Ok(SignIn::Accepted { user, set_at }) => {
             let with = SignInWith::Password {
                 set_at_us: set_at.as_micros(),
@@ -660,7 +660,7 @@ async fn password_login(
             if let SignIn::Locked { user, .. } = &refusal {
                 tracing::warn!(user = %user, "console password sign-in refused: locked after repeated failures");
             }
-            c.gw.metrics.refused("unauthenticated");
+            c.gw.metrics().refused("unauthenticated");
             login_form(
                 c,
                 headers,
@@ -882,7 +882,7 @@ async fn search_actions(
     search: &AuditSearch,
 ) -> Result<Vec<ActionRow>, ApiError> {
     let filter = views::action_filter(&search.query, &Who::User(who.user.clone()))?;
-    let mut rows = gw.db.actions(&filter).await?;
+    let mut rows = gw.reads().actions(&filter).await?;
     if let Some(grant) = &search.grant {
         rows.retain(|a| a.grant.as_deref() == Some(grant.as_str()));
     }
@@ -922,9 +922,9 @@ async fn audit_page(
     let result = async {
         let search = AuditSearch::parse(raw.as_deref())?;
         let rows = search_actions(&c.gw, &who, &search).await?;
-        let checkpoint = c.gw.db.latest_checkpoint().await?;
+        let checkpoint = c.gw.reads().latest_checkpoint().await?;
         let status = LogStatus {
-            size: c.gw.db.size().await?,
+            size: c.gw.reads().size().await?,
             checkpoint: checkpoint.map(|cp| {
                 let at = writ_core::Timestamp::from_micros(cp.created_us)
                     .map(|t| t.to_string())
@@ -975,7 +975,7 @@ async fn export(c: &Console, raw: Option<&str>, headers: &HeaderMap, ocsf: bool)
         let mut entries = Vec::new();
         for a in &rows {
             entries.extend(
-                c.gw.db
+                c.gw.reads()
                     .query(&EntryFilter {
                         action_id: Some(a.id.as_str().to_owned()),
                         limit: 1000,
@@ -1218,9 +1218,9 @@ async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respo
         return error_page(Some(&who), &e);
     }
     let result = async {
-        let size = c.gw.db.size().await?;
+        let size = c.gw.reads().size().await?;
         let recent =
-            c.gw.db
+            c.gw.reads()
                 .query(&EntryFilter {
                     kind: Some(writ_core::EntryKind::Evaluated),
                     after_seq: size.checked_sub(SHADOW_WINDOW + 1),
@@ -1237,7 +1237,7 @@ async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respo
                 disagreements.push(entry);
             }
         }
-        Ok::<_, ApiError>(pages::policy(&who, &c.gw.policy, &disagreements))
+        Ok::<_, ApiError>(pages::policy(&who, c.gw.policy(), &disagreements))
     }
     .await;
     match result {
@@ -1282,10 +1282,10 @@ struct Outcome {
 
 /// The account page for `who`, with the password's state read now.
 async fn account_response(c: &Console, who: &SignedIn, outcome: Option<&Outcome>) -> Response {
-    match c.gw.db.password(&who.user.id).await {
+    match c.gw.reads().password(&who.user.id).await {
         Ok(password) => {
             let status = outcome.map_or(StatusCode::OK, |o| o.status);
-            let account = pages::account(who, password.as_ref(), outcome, c.gw.passwords);
+            let account = pages::account(who, password.as_ref(), outcome, c.gw.passwords_enabled());
             html(status, account)
         }
         Err(e) => error_page(Some(who), &e.into()),
@@ -1336,13 +1336,13 @@ async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
+    use writ_gateway::auth::passwords::{Authority, PasswordChangeError};
     use writ_identity::password::Password;
     let (who, f): (SignedIn, PasswordForm) = match c.posted(&headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    if !c.gw.passwords {
+    if !c.gw.passwords_enabled() {
         let e = ApiError::forbidden("password sign-in is switched off here (identity.passwords)");
         return account_refusal(&c, &who, e).await;
     }
@@ -1358,7 +1358,7 @@ async fn change_password(
         .as_micros()
         .saturating_sub(who.created_at.as_micros())
         < i64::try_from(FIRST_PASSWORD_WITHIN.as_micros()).unwrap_or(i64::MAX);
-    match c.gw.db.password(&who.user.id).await {
+    match c.gw.reads().password(&who.user.id).await {
         Ok(None) if !fresh => {
             let e = ApiError::forbidden(format!(
                 "a first password is set only within {} minutes of signing in: sign out, sign in again, then set it",
@@ -1371,14 +1371,16 @@ async fn change_password(
     }
     let current = (!f.current_password.is_empty()).then(|| Password::new(f.current_password));
     let new = Password::new(f.new_password);
-    let changed = passwords::change(
-        c.gw.db.as_ref(),
-        &who.user.id,
-        &new,
-        Authority::User { current },
-        Timestamp::now(),
-    )
-    .await;
+    let changed = c
+        .gw
+        .admin()
+        .set_password(
+            &Actor::User(who.user.clone()),
+            &who.user.id,
+            &new,
+            Authority::User { current },
+        )
+        .await;
     let set_at = match changed {
         Ok(set_at) => set_at,
         Err(PasswordChangeError::CurrentRequired(_)) => {
@@ -1389,16 +1391,6 @@ async fn change_password(
         }
         Err(e) => return account_refusal(&c, &who, api::password_refusal(e)).await,
     };
-    let event = AdminEvent::PasswordSet {
-        user: who.user.id.to_string(),
-    };
-    if let Err(e) =
-        c.gw.admin()
-            .record(&Actor::User(who.user.clone()), event)
-            .await
-    {
-        return error_page(Some(&who), &e.into());
-    }
     tracing::info!(user = %who.user.id, "password set from the console");
     if !matches!(who.with, SignInWith::Password { .. }) {
         let outcome = Outcome {
@@ -1463,7 +1455,7 @@ async fn sign_out_everywhere(
         Err(response) => return response,
     };
     let result = async {
-        let ended = c.gw.db.remove_user_sessions(&who.user.id).await?;
+        let ended = c.gw.sessions().remove_user_sessions(&who.user.id).await?;
         let event = AdminEvent::SessionsEnded {
             user: who.user.id.to_string(),
             count: ended,
@@ -1564,7 +1556,7 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                 return Some((Ok::<_, std::convert::Infallible>(event), w));
             }
             if !w.first {
-                let shutdown = w.console.gw.shutdown.clone();
+                let shutdown = w.console.gw.shutdown().clone();
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = w.changes.changed() => {}
