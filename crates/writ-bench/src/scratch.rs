@@ -84,7 +84,7 @@ pub async fn serve_scratch(
         std::future::pending(),
     ));
     Ok(Served {
-        db: assembled.gateway.db.clone(),
+        db: assembled.database,
         gateway: assembled.gateway,
         url: assembled.public_url,
     })

@@ -58,6 +58,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         connectors,
         first_admin_key,
         policy_watcher: _watcher,
+        database: _,
     } = Gateway::from_config(&config).await?;
     let data_dir = &config.storage.data_dir;
     let local = listener.local_addr()?;
@@ -92,7 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     std::io::stdout().flush()?;
     tracing::info!(listen = %local, "writ serve started");
 
-    let shutdown = gw.shutdown.clone();
+    let shutdown = gw.shutdown().clone();
     let app = writ_http::router(gw);
     let limits = writ_http::server::ServerLimits::from_config(&config.server);
     writ_http::server::serve(listener, app, limits, async move {

@@ -5,15 +5,15 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use writ_core::Timestamp;
-use writ_gateway::auth::passwords::{self, Authority};
+use writ_gateway::auth::passwords::Authority;
 use writ_identity::UserId;
 use writ_identity::password::Password;
 use writ_store::identity::UserRecord;
 
 use crate::Global;
-use writ_gateway::admin::{Actor, Admin, AdminEvent};
+use writ_gateway::admin::{Actor, Admin};
 
-use crate::identity::{open, print, record};
+use crate::identity::{open, print};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
@@ -101,17 +101,10 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
                 },
                 None => Authority::Operator,
             };
-            passwords::change(store.as_ref(), &id, &new, authority, Timestamp::now())
+            Admin::local(store.as_ref())
+                .set_password(&Actor::Operator, &id, &new, authority)
                 .await
                 .map_err(|e| anyhow::anyhow!("the password of user {id} was not set: {e}"))?;
-            record(
-                store.as_ref(),
-                "operator",
-                AdminEvent::PasswordSet {
-                    user: id.to_string(),
-                },
-            )
-            .await?;
             print(
                 global,
                 &json!({"user": id.as_str(), "password_set": true}),
@@ -124,19 +117,9 @@ pub async fn run(cmd: UsersCommand, global: &Global) -> anyhow::Result<ExitCode>
         }
         UsersCommand::ClearPassword { id } => {
             let id = UserId::new(id)?;
-            if store.user(&id).await?.is_none() {
-                anyhow::bail!("user {id} does not exist");
-            }
-            let cleared = store.clear_password(&id).await?;
-            record(
-                store.as_ref(),
-                "operator",
-                AdminEvent::PasswordCleared {
-                    user: id.to_string(),
-                    cleared,
-                },
-            )
-            .await?;
+            let cleared = Admin::local(store.as_ref())
+                .clear_password(&Actor::Operator, &id)
+                .await?;
             print(
                 global,
                 &json!({"user": id.as_str(), "cleared": cleared}),

@@ -40,6 +40,9 @@ pub use keys::KeyFileError;
 /// work, but not yet serving requests.
 pub struct Assembled {
     pub gateway: Arc<Gateway>,
+    /// The gateway's database, for the host's own tools (the benchmarks' set-up and their log
+    /// verification). The faces never get it: they read through `Gateway::reads`.
+    pub database: Arc<dyn Database>,
     /// Bound to `[server] listen`; the server accepts on it.
     pub listener: tokio::net::TcpListener,
     /// The URL clients reach Writ at: `[server] public_url`, or `http://` and the bound address.
@@ -150,7 +153,7 @@ impl Gateway {
         let policy_version = policy.version();
         let connector_names = connectors.keys().cloned().collect();
         let gw = Gateway::new(GatewayParts {
-            db,
+            db: db.clone(),
             policy,
             connectors,
             master_key,
@@ -174,6 +177,7 @@ impl Gateway {
         );
         Ok(Assembled {
             gateway: gw,
+            database: db,
             listener,
             public_url,
             policy_source,

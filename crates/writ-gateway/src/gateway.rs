@@ -51,23 +51,25 @@ pub struct LastVerification {
     pub result: Result<writ_store::VerifyReport, String>,
 }
 
-/// The running gateway, shared by every request.
+/// The running gateway, shared by every request. Its fields are private: a face reads the store
+/// through [`Gateway::reads`] and changes it only through the pipeline, the admin service and
+/// `auth`, which record what they do.
 pub struct Gateway {
-    pub db: Arc<dyn Database>,
-    pub policy: Arc<PolicyEngine>,
-    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub(crate) db: Arc<dyn Database>,
+    pub(crate) policy: Arc<PolicyEngine>,
+    pub(crate) connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub(crate) master_key: Arc<MasterKey>,
-    pub issuer: TokenIssuer,
+    pub(crate) issuer: TokenIssuer,
     pub(crate) tokens: CachingVerifier,
     pub(crate) checkpoint_signer: NoteSigner,
-    pub oidc: Vec<OidcVerifier>,
-    pub oidc_sign_in: Vec<crate::oidc_sign_in::OidcSignIn>,
-    pub passwords: bool,
-    pub limits: LimitsConfig,
-    pub public_url: String,
-    pub allowed_origins: Vec<String>,
-    pub max_connector_timeout: Duration,
-    pub metrics: Metrics,
+    pub(crate) oidc: Vec<OidcVerifier>,
+    pub(crate) oidc_sign_in: Vec<crate::oidc_sign_in::OidcSignIn>,
+    pub(crate) passwords: bool,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) public_url: String,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_connector_timeout: Duration,
+    pub(crate) metrics: Metrics,
     pub(crate) limiter: RateLimiter,
     /// Bumped on every change of an action's state, so that long-polls wake up.
     pub(crate) changes: watch::Sender<u64>,
@@ -78,7 +80,7 @@ pub struct Gateway {
     pub(crate) last_verification: std::sync::Mutex<Option<LastVerification>>,
     /// Cancelled when the server stops: ends the MCP sessions, whose open streams would
     /// otherwise keep a graceful shutdown waiting.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -106,6 +108,94 @@ impl Gateway {
             last_verification: std::sync::Mutex::new(None),
             shutdown: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// What a face may read of the store (nothing it may write).
+    pub fn reads(&self) -> crate::reads::Reads<'_> {
+        crate::reads::Reads::new(self.db.as_ref())
+    }
+
+    /// The console's sessions and pending sign-ins (a face's own state, kept in the database so
+    /// that every replica shares it).
+    pub fn sessions(&self) -> &dyn writ_store::SessionStore {
+        self.db.as_ref()
+    }
+
+    /// The policy engine: the bundle in effect, its candidate, reloads.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// The configured connectors, by name.
+    pub fn connectors(&self) -> &BTreeMap<String, Arc<dyn Connector>> {
+        &self.connectors
+    }
+
+    /// The issuer of delegated tokens (its JWKS is public).
+    pub fn issuer(&self) -> &TokenIssuer {
+        &self.issuer
+    }
+
+    /// The issuers people can sign in to the console with.
+    pub fn oidc_sign_in(&self) -> &[crate::oidc_sign_in::OidcSignIn] {
+        &self.oidc_sign_in
+    }
+
+    /// Whether local users may sign in with a password (`identity.passwords`).
+    pub fn passwords_enabled(&self) -> bool {
+        self.passwords
+    }
+
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// The URL clients reach Writ at, without a trailing `/`.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Browser origins allowed at `/mcp` besides the server's own.
+    pub fn allowed_origins(&self) -> &[String] {
+        &self.allowed_origins
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Cancelled when the server stops.
+    pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+
+    /// The token endpoint (RFC 8693 exchange): authenticates the subject and actor tokens,
+    /// loads the grant, decides and mints a delegated token.
+    pub async fn exchange_token(
+        &self,
+        request: &writ_identity::exchange::TokenExchangeRequest,
+        now: writ_core::Timestamp,
+    ) -> Result<writ_identity::exchange::TokenResponse, writ_identity::exchange::OAuthError> {
+        crate::auth::exchange_token(
+            self.db.as_ref(),
+            &self.issuer,
+            request,
+            &self.oidc,
+            &self.token_endpoint(),
+            now,
+        )
+        .await
+    }
+
+    /// Checks a console password sign-in and counts the result towards the lock (see
+    /// [`crate::auth::passwords::sign_in`]).
+    pub async fn password_sign_in(
+        &self,
+        user_id: &str,
+        candidate: &writ_identity::password::Password,
+        now: writ_core::Timestamp,
+    ) -> Result<crate::auth::passwords::SignIn, writ_store::StoreError> {
+        crate::auth::passwords::sign_in(self.db.as_ref(), user_id, candidate, now).await
     }
 
     /// The token endpoint's URL (the audience of agent client assertions).

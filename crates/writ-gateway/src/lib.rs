@@ -9,7 +9,8 @@
 //! audit entries to OCSF events; [`metrics`] and [`ratelimit`] count and bound requests;
 //! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for, and
 //! holds the token exchange, the grant check with its spend, and console passwords over the
-//! identity rows `writ-store` keeps; [`views`] are the read models every face shows.
+//! identity rows `writ-store` keeps; [`views`] are the read models every face shows, and
+//! [`reads`] is what a face may read of the store (the gateway's fields are private).
 //! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`).
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod ocsf;
 pub mod oidc_sign_in;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod reads;
 pub mod views;
 
 pub use config::{Config, ConfigError, ConnectorConfig};

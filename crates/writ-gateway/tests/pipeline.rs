@@ -174,7 +174,7 @@ resource = {{ type = "Repo", id = "acme/web", attributes = {{ owner = "acme", na
     /// The kinds of the entries recorded for `action`, in log order.
     async fn entries(&self, action: &writ_core::ActionId) -> Vec<String> {
         self.gw
-            .db
+            .reads()
             .query(&EntryFilter {
                 action_id: Some(action.as_str().to_owned()),
                 limit: 100,

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use writ_core::{ActionId, EntryKind, NewEntry, Timestamp};
 use writ_identity::apikey::{self, KeyKind};
+use writ_identity::password::Password;
 use writ_identity::{AgentId, Grant, GrantId, GrantSpec, UserId};
 use writ_policy::Bundle;
 use writ_store::Database;
@@ -25,6 +26,7 @@ use writ_store::identity::{AgentRecord, ApiKeyRecord, KeySubject, UserRecord};
 
 pub use events::AdminEvent;
 
+use crate::auth::passwords::{self, Authority, PasswordChangeError};
 use crate::error::Error;
 
 /// Who performs an administrative operation.
@@ -304,6 +306,47 @@ impl<'a> Admin<'a> {
             )));
         }
         Ok(agent)
+    }
+
+    /// Sets `user`'s console password (after the rules and, for the user themselves, the
+    /// current password: see [`crate::auth::passwords::change`]) and records `password.set` by
+    /// `actor`. Returns the instant it was set: sessions opened with an older password end.
+    pub async fn set_password(
+        &self,
+        actor: &Actor,
+        user: &UserId,
+        new: &Password,
+        authority: Authority,
+    ) -> Result<Timestamp, PasswordChangeError> {
+        let set_at = passwords::change(self.db, user, new, authority, Timestamp::now()).await?;
+        let event = AdminEvent::PasswordSet {
+            user: user.to_string(),
+        };
+        self.record(actor, event)
+            .await
+            .map_err(PasswordChangeError::Record)?;
+        Ok(set_at)
+    }
+
+    /// Clears `user`'s console password (a forgotten password: they sign in with their API key
+    /// until they set a new one) and records `password.cleared` by `actor`, an admin or the
+    /// operator. Returns whether there was one.
+    pub async fn clear_password(&self, actor: &Actor, user: &UserId) -> Result<bool, Error> {
+        if !actor.is_admin() {
+            return Err(Error::forbidden(
+                "only an admin can clear another user's password",
+            ));
+        }
+        if self.db.user(user).await?.is_none() {
+            return Err(Error::not_found(format!("user {user} does not exist")));
+        }
+        let cleared = self.db.clear_password(user).await?;
+        let event = AdminEvent::PasswordCleared {
+            user: user.to_string(),
+            cleared,
+        };
+        self.record(actor, event).await?;
+        Ok(cleared)
     }
 
     /// Disables agent `id` (its keys and tokens are refused from the next request on, on every

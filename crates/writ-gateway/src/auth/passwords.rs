@@ -41,6 +41,9 @@ pub enum PasswordChangeError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The password was set, but its `password.set` entry could not be recorded.
+    #[error(transparent)]
+    Record(crate::Error),
 }
 
 /// Who sets the password, and so whether the current one must be given.

@@ -41,7 +41,7 @@ fn parse_wait(gw: &Gateway, wait: Option<&str>) -> Result<Duration, ApiError> {
             )));
         }
     };
-    Ok(Duration::from_secs(secs.min(gw.limits.max_wait_secs)))
+    Ok(Duration::from_secs(secs.min(gw.limits().max_wait_secs)))
 }
 
 pub(super) async fn create(
@@ -58,7 +58,7 @@ pub(super) async fn create(
         && !wait.is_zero()
         && let Some(action) = pipeline::wait_for(&gw, &outcome.action.id, wait).await?
     {
-        outcome.approval = gw.db.approval_for_action(&action.id).await?;
+        outcome.approval = gw.reads().approval_for_action(&action.id).await?;
         outcome.action = action;
     }
     ok(

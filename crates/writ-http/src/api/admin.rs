@@ -16,7 +16,7 @@ pub(super) async fn list_vault(
     State(gw): State<Arc<Gateway>>,
     AdminUser(_): AdminUser,
 ) -> ApiResult {
-    let versions = gw.db.credential_versions(None).await?;
+    let versions = gw.reads().credential_versions(None).await?;
     ok(
         200,
         json!({"credentials": versions.iter().map(|v| json!({
@@ -35,15 +35,15 @@ pub(super) async fn policy_status(
     State(gw): State<Arc<Gateway>>,
     AdminUser(_): AdminUser,
 ) -> ApiResult {
-    let bundle = gw.policy.current();
+    let bundle = gw.policy().current();
     ok(
         200,
         json!({
             "version": bundle.version().to_string(),
             "dir": bundle.dir().map(|d| d.display().to_string()),
             "policies": bundle.policies().iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
-            "last_reload_error": gw.policy.last_reload_error(),
-            "shadow": gw.policy.candidate().map(|c| c.version().to_string()),
+            "last_reload_error": gw.policy().last_reload_error(),
+            "shadow": gw.policy().candidate().map(|c| c.version().to_string()),
         }),
     )
 }
@@ -53,10 +53,10 @@ pub(super) async fn policy_reload(
     AdminUser(admin): AdminUser,
 ) -> ApiResult {
     let actor = Actor::User(admin);
-    let before = gw.policy.version().to_string();
-    match gw.policy.reload() {
+    let before = gw.policy().version().to_string();
+    match gw.policy().reload() {
         Ok(outcome) => {
-            let after = gw.policy.version().to_string();
+            let after = gw.policy().version().to_string();
             gw.admin()
                 .record(
                     &actor,

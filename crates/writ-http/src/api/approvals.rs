@@ -46,7 +46,7 @@ pub(super) async fn show(
     SignedUser(user): SignedUser,
 ) -> ApiResult {
     let not_found = || ApiError::not_found(format!("approval {id} does not exist"));
-    let a = gw.db.approval(&id).await?.ok_or_else(not_found)?;
+    let a = gw.reads().approval(&id).await?.ok_or_else(not_found)?;
     if !views::may_see_approval(&user, &a) {
         return Err(not_found());
     }

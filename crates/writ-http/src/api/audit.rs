@@ -13,7 +13,7 @@ use super::{ApiResult, ok};
 use crate::error::ApiError;
 
 pub(super) async fn latest_checkpoint(State(gw): State<Arc<Gateway>>) -> ApiResult {
-    let Some(c) = gw.db.latest_checkpoint().await? else {
+    let Some(c) = gw.reads().latest_checkpoint().await? else {
         return Err(ApiError::not_found("no checkpoint has been signed yet"));
     };
     ok(
@@ -50,7 +50,7 @@ pub(super) async fn entry(
     AdminUser(_): AdminUser,
 ) -> ApiResult {
     let entry = gw
-        .db
+        .reads()
         .entries(seq, 1)
         .await?
         .into_iter()
@@ -60,17 +60,17 @@ pub(super) async fn entry(
     let size = match q.size {
         Some(s) => s,
         None => gw
-            .db
+            .reads()
             .latest_checkpoint()
             .await?
-            .map_or(gw.db.size().await?, |c| c.tree_size.max(seq + 1)),
+            .map_or(gw.reads().size().await?, |c| c.tree_size.max(seq + 1)),
     };
     if size <= seq {
         return Err(ApiError::bad_request(format!(
             "size {size} does not include entry {seq}"
         )));
     }
-    let proof = gw.db.inclusion_proof(seq, size).await?;
+    let proof = gw.reads().inclusion_proof(seq, size).await?;
     ok(
         200,
         json!({

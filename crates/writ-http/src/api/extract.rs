@@ -19,7 +19,7 @@ pub fn bearer<'h>(gw: &Gateway, headers: &'h HeaderMap) -> Result<&'h str, ApiEr
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            gw.metrics.refused("unauthenticated");
+            gw.metrics().refused("unauthenticated");
             ApiError::unauthenticated(
                 "this endpoint needs `Authorization: Bearer <token>`: a delegated token, an agent API key or a user API key",
             )
@@ -95,18 +95,18 @@ impl FromRequest<Arc<Gateway>> for RawBody {
         match Bytes::from_request(req, gw).await {
             Ok(bytes) => Ok(RawBody(bytes)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                gw.metrics.refused("body_too_large");
+                gw.metrics().refused("body_too_large");
                 Err(ApiError::new(
                     413,
                     "body_too_large",
                     format!(
                         "the request body is too large; the limit is {} bytes",
-                        gw.limits.max_body_bytes
+                        gw.limits().max_body_bytes
                     ),
                 ))
             }
             Err(e) if crate::server::body_timed_out(&e) => {
-                gw.metrics.refused("body_timeout");
+                gw.metrics().refused("body_timeout");
                 Err(ApiError::new(
                     408,
                     "request_timeout",
@@ -134,14 +134,14 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
         if let Some(value) = &content_type
             && !is_json(value)
         {
-            gw.metrics.refused("unsupported_media_type");
+            gw.metrics().refused("unsupported_media_type");
             return Err(unsupported_media_type(
                 value.to_str().unwrap_or("(not text)"),
             ));
         }
         let RawBody(bytes) = RawBody::from_request(req, gw).await?;
         if content_type.is_none() && !bytes.is_empty() {
-            gw.metrics.refused("unsupported_media_type");
+            gw.metrics().refused("unsupported_media_type");
             return Err(unsupported_media_type("none"));
         }
         Ok(JsonBody(bytes))

@@ -34,7 +34,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Every route of the API, then `/console` and `/mcp`.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let body_limit = gw.limits.max_body_bytes;
+    let body_limit = gw.limits().max_body_bytes;
     Router::new()
         .route("/v1/actions", post(actions::create).get(actions::list))
         .route("/v1/actions/{id}", get(actions::show))

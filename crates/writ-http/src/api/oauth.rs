@@ -26,16 +26,7 @@ pub(super) async fn token(State(gw): State<Arc<Gateway>>, RawBody(body): RawBody
         Ok(r) => r,
         Err(e) => return oauth_error(e),
     };
-    match writ_gateway::auth::exchange_token(
-        gw.db.as_ref(),
-        &gw.issuer,
-        &request,
-        &gw.oidc,
-        &gw.token_endpoint(),
-        Timestamp::now(),
-    )
-    .await
-    {
+    match gw.exchange_token(&request, Timestamp::now()).await {
         Ok(response) => {
             let mut r = axum::Json(response).into_response();
             r.headers_mut()
@@ -61,12 +52,12 @@ fn oauth_error(e: writ_identity::exchange::OAuthError) -> Response {
 }
 
 pub(super) async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
-    axum::Json(gw.issuer.jwks()).into_response()
+    axum::Json(gw.issuer().jwks()).into_response()
 }
 
 pub(super) async fn metadata(State(gw): State<Arc<Gateway>>) -> Response {
-    let mut v = writ_identity::token::authorization_server_metadata(&gw.public_url);
+    let mut v = writ_identity::token::authorization_server_metadata(gw.public_url());
     v["token_endpoint"] = json!(gw.token_endpoint());
-    v["jwks_uri"] = json!(format!("{}/.well-known/jwks.json", gw.public_url));
+    v["jwks_uri"] = json!(format!("{}/.well-known/jwks.json", gw.public_url()));
     axum::Json(v).into_response()
 }

@@ -17,8 +17,8 @@ pub(super) async fn healthz() -> Response {
 }
 
 pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let store = gw.db.ping().await;
-    let version = gw.policy.version().to_string();
+    let store = gw.reads().ping().await;
+    let version = gw.policy().version().to_string();
     let ready = store.is_ok();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
@@ -38,7 +38,7 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     (
         [(header::CONTENT_TYPE, writ_gateway::metrics::CONTENT_TYPE)],
-        gw.metrics.encode(),
+        gw.metrics().encode(),
     )
         .into_response()
 }

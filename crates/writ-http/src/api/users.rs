@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 use writ_core::Timestamp;
 use writ_gateway::Gateway;
-use writ_gateway::admin::{Actor, AdminEvent};
-use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
+use writ_gateway::admin::Actor;
+use writ_gateway::auth::passwords::{Authority, PasswordChangeError};
 use writ_identity::UserId;
 use writ_identity::password::Password;
 use writ_store::identity::UserRecord;
@@ -58,7 +58,7 @@ pub(super) async fn create(
 }
 
 pub(super) async fn list(State(gw): State<Arc<Gateway>>, AdminUser(_): AdminUser) -> ApiResult {
-    ok(200, json!({"users": gw.db.users().await?}))
+    ok(200, json!({"users": gw.reads().users().await?}))
 }
 
 #[derive(Deserialize)]
@@ -79,7 +79,7 @@ pub(super) async fn set_own_password(
     SignedUser(user): SignedUser,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    if !gw.passwords {
+    if !gw.passwords_enabled() {
         return Err(ApiError::forbidden(
             "password sign-in is switched off on this server (identity.passwords = false); sign in to the console with an API key or an identity provider",
         ));
@@ -97,18 +97,13 @@ pub(super) async fn set_own_password(
         current: req.current_password.map(Password::new),
     };
     let new = Password::new(req.password);
-    let now = Timestamp::now();
-    let set_at = passwords::change(gw.db.as_ref(), &user.id, &new, authority, now)
+    let id = user.id.clone();
+    let set_at = gw
+        .admin()
+        .set_password(&Actor::User(user), &id, &new, authority)
         .await
         .map_err(password_refusal)?;
-    let id = user.id.to_string();
-    gw.admin()
-        .record(
-            &Actor::User(user),
-            AdminEvent::PasswordSet { user: id.clone() },
-        )
-        .await?;
-    ok(200, json!({"user": id, "password_set_at": set_at}))
+    ok(200, json!({"user": id.as_str(), "password_set_at": set_at}))
 }
 
 /// A refused password change in the API's words and statuses (the console shows the same).
@@ -134,6 +129,7 @@ pub(crate) fn password_refusal(e: PasswordChangeError) -> ApiError {
             refusal
         }
         PasswordChangeError::Store(e) => e.into(),
+        PasswordChangeError::Record(e) => e.into(),
     }
 }
 
@@ -145,18 +141,6 @@ pub(super) async fn clear_password(
     AdminUser(admin): AdminUser,
 ) -> ApiResult {
     let id = UserId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if gw.db.user(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!("user {id} does not exist")));
-    }
-    let cleared = gw.db.clear_password(&id).await?;
-    gw.admin()
-        .record(
-            &Actor::User(admin),
-            AdminEvent::PasswordCleared {
-                user: id.to_string(),
-                cleared,
-            },
-        )
-        .await?;
+    let cleared = gw.admin().clear_password(&Actor::User(admin), &id).await?;
     ok(200, json!({"user": id.as_str(), "cleared": cleared}))
 }

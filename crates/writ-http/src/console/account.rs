@@ -30,10 +30,10 @@ struct Outcome {
 
 /// The account page for `who`, with the password's state read now.
 async fn account_response(c: &Console, who: &SignedIn, outcome: Option<&Outcome>) -> Response {
-    match c.gw.db.password(&who.user.id).await {
+    match c.gw.reads().password(&who.user.id).await {
         Ok(password) => {
             let status = outcome.map_or(StatusCode::OK, |o| o.status);
-            let account = account(who, password.as_ref(), outcome, c.gw.passwords);
+            let account = account(who, password.as_ref(), outcome, c.gw.passwords_enabled());
             html(status, account)
         }
         Err(e) => error_page(Some(who), &e.into()),
@@ -84,13 +84,13 @@ pub(super) async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    use writ_gateway::auth::passwords::{self, Authority, PasswordChangeError};
+    use writ_gateway::auth::passwords::{Authority, PasswordChangeError};
     use writ_identity::password::Password;
     let (who, f): (SignedIn, PasswordForm) = match c.posted(&headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    if !c.gw.passwords {
+    if !c.gw.passwords_enabled() {
         let e = ApiError::forbidden("password sign-in is switched off here (identity.passwords)");
         return account_refusal(&c, &who, e).await;
     }
@@ -106,7 +106,7 @@ pub(super) async fn change_password(
         .as_micros()
         .saturating_sub(who.created_at.as_micros())
         < i64::try_from(FIRST_PASSWORD_WITHIN.as_micros()).unwrap_or(i64::MAX);
-    match c.gw.db.password(&who.user.id).await {
+    match c.gw.reads().password(&who.user.id).await {
         Ok(None) if !fresh => {
             let e = ApiError::forbidden(format!(
                 "a first password is set only within {} minutes of signing in: sign out, sign in again, then set it",
@@ -119,14 +119,16 @@ pub(super) async fn change_password(
     }
     let current = (!f.current_password.is_empty()).then(|| Password::new(f.current_password));
     let new = Password::new(f.new_password);
-    let changed = passwords::change(
-        c.gw.db.as_ref(),
-        &who.user.id,
-        &new,
-        Authority::User { current },
-        Timestamp::now(),
-    )
-    .await;
+    let changed = c
+        .gw
+        .admin()
+        .set_password(
+            &Actor::User(who.user.clone()),
+            &who.user.id,
+            &new,
+            Authority::User { current },
+        )
+        .await;
     let set_at = match changed {
         Ok(set_at) => set_at,
         Err(PasswordChangeError::CurrentRequired(_)) => {
@@ -137,16 +139,6 @@ pub(super) async fn change_password(
         }
         Err(e) => return account_refusal(&c, &who, api::password_refusal(e)).await,
     };
-    let event = AdminEvent::PasswordSet {
-        user: who.user.id.to_string(),
-    };
-    if let Err(e) =
-        c.gw.admin()
-            .record(&Actor::User(who.user.clone()), event)
-            .await
-    {
-        return error_page(Some(&who), &e.into());
-    }
     tracing::info!(user = %who.user.id, "password set from the console");
     if !matches!(who.with, SignInWith::Password { .. }) {
         let outcome = Outcome {
@@ -211,7 +203,7 @@ pub(super) async fn sign_out_everywhere(
         Err(response) => return response,
     };
     let result = async {
-        let ended = c.gw.db.remove_user_sessions(&who.user.id).await?;
+        let ended = c.gw.sessions().remove_user_sessions(&who.user.id).await?;
         let event = AdminEvent::SessionsEnded {
             user: who.user.id.to_string(),
             count: ended,

@@ -173,7 +173,7 @@ pub(super) async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) ->
                 return Some((Ok::<_, std::convert::Infallible>(event), w));
             }
             if !w.first {
-                let shutdown = w.console.gw.shutdown.clone();
+                let shutdown = w.console.gw.shutdown().clone();
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = w.changes.changed() => {}

@@ -83,7 +83,7 @@ async fn search_actions(
     search: &AuditSearch,
 ) -> Result<Vec<ActionRow>, ApiError> {
     let filter = views::action_filter(&search.query, &Who::User(who.user.clone()))?;
-    let mut rows = gw.db.actions(&filter).await?;
+    let mut rows = gw.reads().actions(&filter).await?;
     if let Some(grant) = &search.grant {
         rows.retain(|a| a.grant.as_deref() == Some(grant.as_str()));
     }
@@ -123,9 +123,9 @@ pub(super) async fn audit_page(
     let result = async {
         let search = AuditSearch::parse(raw.as_deref())?;
         let rows = search_actions(&c.gw, &who, &search).await?;
-        let checkpoint = c.gw.db.latest_checkpoint().await?;
+        let checkpoint = c.gw.reads().latest_checkpoint().await?;
         let status = LogStatus {
-            size: c.gw.db.size().await?,
+            size: c.gw.reads().size().await?,
             checkpoint: checkpoint.map(|cp| {
                 let at = writ_core::Timestamp::from_micros(cp.created_us)
                     .map(|t| t.to_string())
@@ -176,7 +176,7 @@ async fn export(c: &Console, raw: Option<&str>, headers: &HeaderMap, ocsf: bool)
         let mut entries = Vec::new();
         for a in &rows {
             entries.extend(
-                c.gw.db
+                c.gw.reads()
                     .query(&EntryFilter {
                         action_id: Some(a.id.as_str().to_owned()),
                         limit: 1000,

@@ -130,7 +130,7 @@ pub(super) async fn start(
     Path(n): Path<usize>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(provider) = c.gw.oidc_sign_in.get(n) else {
+    let Some(provider) = c.gw.oidc_sign_in().get(n) else {
         return sign_in_error(StatusCode::NOT_FOUND, "there is no such identity provider");
     };
     let made = (|| {
@@ -178,7 +178,7 @@ pub(super) async fn start(
         ),
     ) {
         (Ok(data), Ok(expires)) => {
-            c.gw.db
+            c.gw.sessions()
                 .add_pending_sign_in(&pending_key(&id), &data, expires, now, MAX_PENDING)
                 .await
                 .map_err(ApiError::from)
@@ -225,7 +225,7 @@ pub(super) async fn callback(
     let pending = match cookie(&headers, PENDING_COOKIE) {
         Some(id) => match c
             .gw
-            .db
+            .sessions()
             .take_pending_sign_in(&pending_key(id), Timestamp::now())
             .await
         {
@@ -248,7 +248,7 @@ async fn finish(
     pending: Option<PendingSignIn>,
 ) -> Response {
     let refuse = |status: StatusCode, issuer: Option<&str>, reason: &str, shown: &str| {
-        c.gw.metrics.refused("unauthenticated");
+        c.gw.metrics().refused("unauthenticated");
         tracing::warn!(
             issuer = issuer.unwrap_or("-"),
             reason,
@@ -266,7 +266,7 @@ async fn finish(
             "This sign-in is unknown, expired or already used. Start again from the sign-in page.",
         );
     };
-    let Some(provider) = c.gw.oidc_sign_in.get(pending.provider) else {
+    let Some(provider) = c.gw.oidc_sign_in().get(pending.provider) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             None,
@@ -367,7 +367,7 @@ async fn finish(
         );
     }
     // As in the token exchange: no provisioning, the mapped user must exist.
-    let user = match c.gw.db.user(&external.id).await {
+    let user = match c.gw.reads().user(&external.id).await {
         Ok(Some(user)) => user,
         Ok(None) => {
             return refuse(

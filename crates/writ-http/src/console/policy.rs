@@ -31,9 +31,9 @@ pub(super) async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMa
         return error_page(Some(&who), &e);
     }
     let result = async {
-        let size = c.gw.db.size().await?;
+        let size = c.gw.reads().size().await?;
         let recent =
-            c.gw.db
+            c.gw.reads()
                 .query(&EntryFilter {
                     kind: Some(writ_core::EntryKind::Evaluated),
                     after_seq: size.checked_sub(SHADOW_WINDOW + 1),
@@ -50,7 +50,7 @@ pub(super) async fn policy_page(State(c): State<Arc<Console>>, headers: HeaderMa
                 disagreements.push(entry);
             }
         }
-        Ok::<_, ApiError>(policy(&who, &c.gw.policy, &disagreements))
+        Ok::<_, ApiError>(policy(&who, c.gw.policy(), &disagreements))
     }
     .await;
     match result {

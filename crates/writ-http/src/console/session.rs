@@ -178,7 +178,7 @@ impl Console {
         };
         let Some(session) = self
             .gw
-            .db
+            .sessions()
             .session(&session_key(id), Timestamp::now())
             .await?
         else {
@@ -190,15 +190,15 @@ impl Console {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(key_sha256, &mut hash).is_ok()
                     && matches!(
-                        self.gw.db.api_key(&hash).await?,
+                        self.gw.reads().api_key(&hash).await?,
                         Some(ApiKeyRecord { subject: KeySubject::User(ref u), revoked_at: None, .. }) if *u == session.user
                     )
             }
             Some(SignInWith::Password { set_at_us }) => {
-                self.gw.passwords
+                self.gw.passwords_enabled()
                     && self
                         .gw
-                        .db
+                        .reads()
                         .password(&session.user)
                         .await?
                         .is_some_and(|p| p.set_at.as_micros() == *set_at_us)
@@ -207,13 +207,13 @@ impl Console {
             // expiry, and deleting the user or removing the issuer from the configuration ends
             // it.
             Some(SignInWith::Oidc { issuer }) => {
-                self.gw.oidc_sign_in.iter().any(|p| p.issuer() == issuer)
+                self.gw.oidc_sign_in().iter().any(|p| p.issuer() == issuer)
             }
             // Written by a newer Writ, or damaged: fail closed.
             None => false,
         };
         let user = match with {
-            Some(with) if live => self.gw.db.user(&session.user).await?.map(|u| (u, with)),
+            Some(with) if live => self.gw.reads().user(&session.user).await?.map(|u| (u, with)),
             _ => None,
         };
         match user {
@@ -271,14 +271,14 @@ impl Console {
     /// Ends this request's session in the store.
     pub(super) async fn end_session(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            self.gw.db.remove_session(&session_key(id)).await?;
+            self.gw.sessions().remove_session(&session_key(id)).await?;
         }
         Ok(())
     }
 
     /// Where the issuer sends the browser back after an OIDC sign-in.
     pub(super) fn callback_url(&self) -> String {
-        format!("{}/console/oidc/callback", self.gw.public_url)
+        format!("{}/console/oidc/callback", self.gw.public_url())
     }
 
     /// Opens a session for `user` lasting `lifetime` (at most [`SESSION_LIFETIME`]); the
@@ -296,7 +296,7 @@ impl Console {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let sign_in = serde_json::to_value(&with).map_err(|e| ApiError::internal(e.to_string()))?;
         self.gw
-            .db
+            .sessions()
             .add_session(
                 &session_key(&id),
                 &SessionRecord {
@@ -319,7 +319,7 @@ pub(super) fn check_post(
     who: &SignedIn,
     token: &str,
 ) -> Result<(), ApiError> {
-    if !same_origin(&gw.public_url, headers) {
+    if !same_origin(gw.public_url(), headers) {
         return Err(ApiError::forbidden(
             "this form was sent from another site; it was refused",
         ));

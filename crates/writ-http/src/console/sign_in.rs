@@ -44,7 +44,7 @@ fn login_form(
     };
     let mut response = html(
         status,
-        sign_in_page(&token, problem, &c.gw.oidc_sign_in, c.gw.passwords),
+        sign_in_page(&token, problem, c.gw.oidc_sign_in(), c.gw.passwords_enabled()),
     );
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -75,7 +75,7 @@ pub(super) async fn login(
         Err(e) => return error_page(None, &e),
     };
     let bound = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if !same_origin(&c.gw.public_url, &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
+    if !same_origin(c.gw.public_url(), &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
     {
         return login_form(
             &c,
@@ -85,7 +85,7 @@ pub(super) async fn login(
         );
     }
     if !f.user.is_empty() || !f.password.is_empty() {
-        if !c.gw.passwords {
+        if !c.gw.passwords_enabled() {
             return login_form(
                 &c,
                 &headers,
@@ -99,7 +99,7 @@ pub(super) async fn login(
         return password_login(&c, &headers, &f.user, &password).await;
     }
     let refused = || {
-        c.gw.metrics.refused("unauthenticated");
+        c.gw.metrics().refused("unauthenticated");
         login_form(
             &c,
             &headers,
@@ -110,12 +110,12 @@ pub(super) async fn login(
     let Ok((KeyKind::User, key_hash)) = parse_presented(f.api_key.trim()) else {
         return refused();
     };
-    let user = match c.gw.db.api_key(&key_hash).await {
+    let user = match c.gw.reads().api_key(&key_hash).await {
         Ok(Some(ApiKeyRecord {
             subject: KeySubject::User(id),
             revoked_at: None,
             ..
-        })) => match c.gw.db.user(&id).await {
+        })) => match c.gw.reads().user(&id).await {
             Ok(Some(user)) => user,
             Ok(None) => return refused(),
             Err(e) => return error_page(None, &e.into()),
@@ -138,9 +138,9 @@ async fn password_login(
     user: &str,
     password: &writ_identity::password::Password,
 ) -> Response {
-    use writ_gateway::auth::passwords::{SignIn, sign_in};
+    use writ_gateway::auth::passwords::SignIn;
     let now = writ_core::Timestamp::now();
-    match sign_in(c.gw.db.as_ref(), user, password, now).await {
+    match c.gw.password_sign_in(user, password, now).await {
         Ok(SignIn::Accepted { user, set_at }) => {
             let with = SignInWith::Password {
                 set_at_us: set_at.as_micros(),
@@ -163,7 +163,7 @@ async fn password_login(
             if let SignIn::Locked { user, .. } = &refusal {
                 tracing::warn!(user = %user, "console password sign-in refused: locked after repeated failures");
             }
-            c.gw.metrics.refused("unauthenticated");
+            c.gw.metrics().refused("unauthenticated");
             login_form(
                 c,
                 headers,

@@ -139,13 +139,13 @@ pub(super) async fn guard(
 ) -> Response {
     let gw = &guarded.gw;
     if let Some(origin) = req.headers().get(header::ORIGIN)
-        && !origin_allowed(&gw.public_url, &gw.allowed_origins, origin)
+        && !origin_allowed(gw.public_url(), gw.allowed_origins(), origin)
     {
-        gw.metrics.refused("origin");
+        gw.metrics().refused("origin");
         return ApiError::forbidden(format!(
             "requests from origin {:?} are refused: /mcp accepts browser requests only from {}",
             origin.to_str().unwrap_or("(not text)"),
-            gw.public_url
+            gw.public_url()
         ))
         .into_response();
     }
@@ -159,7 +159,7 @@ pub(super) async fn guard(
             if let Some(id) = &session
                 && !guarded.sessions.may_use(id, &caller)
             {
-                gw.metrics.refused("mcp_session_owner");
+                gw.metrics().refused("mcp_session_owner");
                 return ApiError::not_found(
                     "session not found: no MCP session with this id was opened by this agent for this grant",
                 )
@@ -186,7 +186,7 @@ pub(super) async fn guard(
             let mut response = e.into_response();
             let challenge = format!(
                 "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
-                gw.public_url
+                gw.public_url()
             );
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -70,9 +70,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// protected resource metadata that tells a client where to get a token.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(allowed_hosts(&gw.public_url))
-        .with_max_request_body_bytes(gw.limits.max_body_bytes)
-        .with_cancellation_token(gw.shutdown.child_token());
+        .with_allowed_hosts(allowed_hosts(gw.public_url()))
+        .with_max_request_body_bytes(gw.limits().max_body_bytes)
+        .with_cancellation_token(gw.shutdown().child_token());
     let server = WritMcp { gw: gw.clone() };
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
@@ -103,8 +103,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// The RFC 9728 document: which resource this is and which authorization server issues tokens.
 async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
     axum::Json(json!({
-        "resource": format!("{}/mcp", gw.public_url),
-        "authorization_servers": [gw.public_url],
+        "resource": format!("{}/mcp", gw.public_url()),
+        "authorization_servers": [gw.public_url()],
         "bearer_methods_supported": ["header"],
         "resource_name": "Writ",
     }))

@@ -57,7 +57,7 @@ impl ServerHandler for WritMcp {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let peer = context.peer;
         let mut changed = self.gw.subscribe_tools();
-        let stop = self.gw.shutdown.clone();
+        let stop = self.gw.shutdown().clone();
         tokio::spawn(async move {
             // A session that ended without a change since is noticed here, not kept forever.
             let mut alive = tokio::time::interval(Duration::from_secs(30));
@@ -125,13 +125,13 @@ impl ServerHandler for WritMcp {
         let caller = request_caller(&ctx)?;
         let grant = self
             .gw
-            .db
+            .reads()
             .grant(&caller.grant)
             .await
             .map_err(|e| internal(e.into()))?;
         let patterns = grant.map(|g| g.grant.spec.actions).unwrap_or_default();
         let mut tools = Vec::new();
-        for (name, connector) in &self.gw.connectors {
+        for (name, connector) in self.gw.connectors() {
             for op in connector.operations() {
                 let tool_name = format!("{name}.{}", op.name);
                 let granted = patterns
@@ -226,7 +226,7 @@ impl ServerHandler for WritMcp {
             return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
         }
         if !action.state.is_final() {
-            let wait = MAX_APPROVAL_WAIT.min(Duration::from_secs(self.gw.limits.max_wait_secs));
+            let wait = MAX_APPROVAL_WAIT.min(Duration::from_secs(self.gw.limits().max_wait_secs));
             // A client that sent a progress token hears, every second, that the call is still
             // waiting for its approval and how many approvals it has.
             let progress = ctx.meta.get_progress_token();
@@ -252,7 +252,7 @@ impl ServerHandler for WritMcp {
                     step += 1;
                     let approvals = self
                         .gw
-                        .db
+                        .reads()
                         .decisions(&a.id)
                         .await
                         .map_err(|e| internal(e.into()))?
@@ -272,7 +272,7 @@ impl ServerHandler for WritMcp {
             }
             approval = self
                 .gw
-                .db
+                .reads()
                 .approval_for_action(&action.id)
                 .await
                 .map_err(|e| internal(e.into()))?;
@@ -293,7 +293,7 @@ impl WritMcp {
         let id = ActionId::new(task_id).map_err(|_| not_found())?;
         let action = self
             .gw
-            .db
+            .reads()
             .action(&id)
             .await
             .map_err(|e| internal(e.into()))?
@@ -301,7 +301,7 @@ impl WritMcp {
             .ok_or_else(not_found)?;
         let approval = self
             .gw
-            .db
+            .reads()
             .approval_for_action(&action.id)
             .await
             .map_err(|e| internal(e.into()))?;
@@ -330,7 +330,7 @@ impl WritMcp {
         };
         let action = self
             .gw
-            .db
+            .reads()
             .action(&id)
             .await
             .map_err(|e| internal(e.into()))?;
@@ -339,7 +339,7 @@ impl WritMcp {
         };
         let approval = self
             .gw
-            .db
+            .reads()
             .approval_for_action(&action.id)
             .await
             .map_err(|e| internal(e.into()))?;
