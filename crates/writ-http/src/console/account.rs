@@ -119,16 +119,15 @@ pub(super) async fn change_password(
     }
     let current = (!f.current_password.is_empty()).then(|| Password::new(f.current_password));
     let new = Password::new(f.new_password);
-    let changed = c
-        .gw
-        .admin()
-        .set_password(
-            &Actor::User(who.user.clone()),
-            &who.user.id,
-            &new,
-            Authority::User { current },
-        )
-        .await;
+    let changed =
+        c.gw.admin()
+            .set_password(
+                &Actor::User(who.user.clone()),
+                &who.user.id,
+                &new,
+                Authority::User { current },
+            )
+            .await;
     let set_at = match changed {
         Ok(set_at) => set_at,
         Err(PasswordChangeError::CurrentRequired(_)) => {

@@ -213,7 +213,12 @@ impl Console {
             None => false,
         };
         let user = match with {
-            Some(with) if live => self.gw.reads().user(&session.user).await?.map(|u| (u, with)),
+            Some(with) if live => self
+                .gw
+                .reads()
+                .user(&session.user)
+                .await?
+                .map(|u| (u, with)),
             _ => None,
         };
         match user {

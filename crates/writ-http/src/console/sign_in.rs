@@ -44,7 +44,12 @@ fn login_form(
     };
     let mut response = html(
         status,
-        sign_in_page(&token, problem, c.gw.oidc_sign_in(), c.gw.passwords_enabled()),
+        sign_in_page(
+            &token,
+            problem,
+            c.gw.oidc_sign_in(),
+            c.gw.passwords_enabled(),
+        ),
     );
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -75,7 +80,9 @@ pub(super) async fn login(
         Err(e) => return error_page(None, &e),
     };
     let bound = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if !same_origin(c.gw.public_url(), &headers) || f.csrf.is_empty() || !same_secret(&f.csrf, bound)
+    if !same_origin(c.gw.public_url(), &headers)
+        || f.csrf.is_empty()
+        || !same_secret(&f.csrf, bound)
     {
         return login_form(
             &c,
