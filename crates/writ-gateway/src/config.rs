@@ -521,7 +521,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        crate::tool_names::check(&self.connectors).map_err(|why| invalid(origin, why))
     }
 }
 

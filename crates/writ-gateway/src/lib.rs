@@ -10,7 +10,8 @@
 //! [`examples`] is the built-in policy bundle; [`auth`] says who a credential stands for, and
 //! holds the token exchange, the grant check with its spend, and console passwords over the
 //! identity rows `writ-store` keeps; [`views`] are the read models every face shows.
-//! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`).
+//! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`); `tool_names`
+//! refuses a configuration in which two connectors would offer the same MCP tool name.
 
 pub mod admin;
 pub mod assemble;
@@ -24,6 +25,7 @@ pub mod ocsf;
 pub mod oidc_sign_in;
 pub mod pipeline;
 pub mod ratelimit;
+mod tool_names;
 pub mod views;
 
 pub use config::{Config, ConfigError, ConnectorConfig};
