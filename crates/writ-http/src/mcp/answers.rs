@@ -1,8 +1,8 @@
 //! Actions as MCP answers: tool results, tool errors and tasks.
 
 use rmcp::model::{
-    CallToolResult, ContentBlock, DetailedTask, JsonObject, MetaObject, Task, TaskPayload,
-    TaskStatus,
+    CallToolResult, ContentBlock, DetailedTask, JsonObject, MetaObject, ResultType, Task,
+    TaskPayload, TaskStatus,
 };
 use serde_json::{Value, json};
 use writ_store::{ActionRow, ActionState, ApprovalRow};
@@ -93,6 +93,9 @@ pub(super) const META_KEY: &str = "writ/action";
 /// `r` with the action's id and status under Writ's own `_meta` key; the rest of `_meta` (an
 /// upstream's own keys) is kept.
 fn with_action(mut r: CallToolResult, id: &str, status: &str) -> CallToolResult {
+    // An upstream on an older revision sends no `resultType`; 2026-07-28 requires it (rmcp
+    // leaves it out again for clients of older revisions).
+    r.result_type.get_or_insert(ResultType::COMPLETE);
     r.meta
         .get_or_insert_with(MetaObject::new)
         .0

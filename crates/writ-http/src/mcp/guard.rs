@@ -138,11 +138,7 @@ pub(super) struct Guarded {
 
 /// Origin check, then authentication, then the session's owner; the caller goes into the
 /// request for the MCP handler.
-pub(super) async fn guard(
-    State(guarded): State<Guarded>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(super) async fn guard(State(guarded): State<Guarded>, req: Request, next: Next) -> Response {
     let gw = &guarded.gw;
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !origin_allowed(&gw.public_url, &gw.allowed_origins, origin)
