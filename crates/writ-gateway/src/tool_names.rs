@@ -54,7 +54,7 @@ mod tests {
         connectors.insert("c".to_owned(), mcp(kept));
         let e = check(&connectors).unwrap_err();
         assert!(
-            e.contains("connectors a and c") && e.contains("\"read\""),
+            e.contains("connectors a and c") && e.contains("\"search\""),
             "{e}"
         );
         let mut connectors = BTreeMap::new();

@@ -318,39 +318,44 @@ impl EntityModel {
                     ))
                 })?,
         };
-        let context = Context::from_json_value(
+        let context = match Context::from_json_value(
             self.context_json(&req.context),
             Some((&self.schema, &action)),
-        )
-        .or_else(|e| {
+        ) {
+            Ok(c) => c,
             // An argument the schema declares `decimal` may come as an integer (`2` for `2.0`):
-            // read every number as a decimal once more before refusing.
-            if !has_number(&req.context.args) {
-                return Err(e);
-            }
-            let mut json = self.context_json(&req.context);
-            if let Some(args) = json.get_mut("args") {
-                *args = numbers_as_decimals(args);
-            }
-            Context::from_json_value(json, Some((&self.schema, &action))).map_err(|_| e)
-        })
-        .map_err(|e| {
-            let hint = if has_fraction(&req.context.args) {
-                " (an argument with a fraction reaches policy as a Cedar `decimal`: declare it \
-                 `decimal` in the schema)"
-            } else {
-                ""
-            };
-            RequestError(format!(
-                "the context of `{}` does not match the policy schema: {e}{hint}",
-                req.action
-            ))
-        })?;
+            // every number is read as a decimal once more before refusing.
+            Err(e) => self.context_as_decimals(req, &action).ok_or_else(|| {
+                let hint = if has_fraction(&req.context.args) {
+                    " (an argument with a fraction reaches policy as a Cedar `decimal`: declare it \
+                     `decimal` in the schema)"
+                } else {
+                    ""
+                };
+                RequestError(format!(
+                    "the context of `{}` does not match the policy schema: {e}{hint}",
+                    req.action
+                ))
+            })?,
+        };
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| {
                 RequestError(format!("the request does not match the policy schema: {e}"))
             })?;
         Ok((request, entities))
+    }
+
+    /// The context with every number of the arguments read as a Cedar `decimal`, if the
+    /// arguments have a number and the schema accepts that reading.
+    fn context_as_decimals(&self, req: &PolicyRequest, action: &EntityUid) -> Option<Context> {
+        if !has_number(&req.context.args) {
+            return None;
+        }
+        let mut json = self.context_json(&req.context);
+        if let Some(args) = json.get_mut("args") {
+            *args = numbers_as_decimals(args);
+        }
+        Context::from_json_value(json, Some((&self.schema, action))).ok()
     }
 
     /// The request's entities built directly (unvalidated), or `None` when the plain reading of
