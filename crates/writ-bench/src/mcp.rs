@@ -5,7 +5,7 @@
 //! pipeline behind the MCP layer). The gateway is built as `writ serve` builds it, with durable
 //! audit on SQLite (or PostgreSQL with `--database-url`), the example bundle, and the upstream as
 //! the connector `everything`, so the default tool `echo` is the example bundle's
-//! `everything.echo`, allowed within an `everything.*` grant.
+//! `everything.echo` (the MCP tool `everything_echo`), allowed within an `everything.*` grant.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -220,7 +220,7 @@ async fn run_in(
     let through_mcp = |d: Duration| {
         let (peers, name, arguments) = (
             mcp_peers.clone(),
-            format!("everything.{tool}"),
+            format!("everything_{tool}"),
             arguments.clone(),
         );
         drive(a.clients, d, move |i| {

@@ -87,6 +87,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!();
     }
     println!("  API:       {public_url}/v1/actions  (OpenAPI: {public_url}/openapi.json)");
+    println!("  MCP:       {public_url}/mcp  (Streamable HTTP; an agent's delegated token)");
     println!("  console:   {public_url}/console");
     println!("  health:    {public_url}/healthz  {public_url}/readyz  {public_url}/metrics");
     use std::io::Write;

@@ -306,12 +306,20 @@ async fn a_stdio_mcp_server_is_governed_supervised_and_never_sees_writ_secrets()
     assert_eq!(vars["API_TOKEN"], "[redacted]", "{vars}");
     assert_eq!(v["result"]["credential"], "everything-token@2", "{v}");
 
-    mcp_client_sees_upstream_tools(&env, &server, &api, &p).await;
+    mcp_client_sees_upstream_tools(&env, &server, &api, &p, &everything).await;
 }
 
-/// The official Python MCP client on Writ's `/mcp`: the upstream's tools with their
-/// annotations, a call, and `notifications/tools/list_changed` when a grant changes.
-async fn mcp_client_sees_upstream_tools(env: &Env, server: &Server, api: &Api, p: &People) {
+/// The official Python MCP client on Writ's `/mcp`: the upstream's tools under LLM-safe names
+/// (`everything_<tool>`) with their definitions as the server gave them, results as the server
+/// gave them (Writ's data in `_meta`), a number with a fraction, and
+/// `notifications/tools/list_changed` when a grant changes.
+async fn mcp_client_sees_upstream_tools(
+    env: &Env,
+    server: &Server,
+    api: &Api,
+    p: &People,
+    everything: &Path,
+) {
     if !common::python_mcp_available("mcp.client.streamable_http") {
         return;
     }
@@ -320,23 +328,96 @@ async fn mcp_client_sees_upstream_tools(env: &Env, server: &Server, api: &Api, p
     let req = json!({
         "url": format!("{}/mcp", server.url),
         "headers": {"Authorization": format!("Bearer {}", p.agent), "Writ-Grant": p.grant},
+        "everything": everything.display().to_string(),
     });
     let mut child = ClientProcess::start(&script, &req);
     let first: Value = serde_json::from_str(&child.line()).unwrap();
     let tools = first["tools"].as_array().unwrap();
     let echo = tools
         .iter()
-        .find(|t| t["name"] == "everything.echo")
-        .unwrap_or_else(|| panic!("no everything.echo in {first}"));
+        .find(|t| t["name"] == "everything_echo")
+        .unwrap_or_else(|| panic!("no everything_echo in {first}"));
     assert_eq!(echo["annotations"]["readOnlyHint"], true, "{echo}");
     assert_eq!(echo["annotations"]["destructiveHint"], false, "{echo}");
     let toggle = tools
         .iter()
-        .find(|t| t["name"] == "everything.toggle-simulated-logging")
+        .find(|t| t["name"] == "everything_toggle-simulated-logging")
         .unwrap();
     assert_eq!(toggle["annotations"]["readOnlyHint"], false, "{toggle}");
     assert_eq!(common::text_of(&first["call"]), "Echo: via mcp");
     assert_eq!(first["caps"]["tools"]["listChanged"], true, "{first}");
+    // Every name is within the LLM APIs' tool-name rule.
+    for t in tools {
+        let name = t["name"].as_str().unwrap();
+        let llm_safe = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        assert!(llm_safe || name == "writ.action_status", "{name}");
+    }
+
+    // Definitions as the server gave them (title, output schema, annotations, `_meta`), under
+    // Writ's name for them; `execution` is not modelled by rmcp, so it is not passed on.
+    let direct = &first["direct"];
+    let strip = |t: &Value| {
+        let mut t = t.clone();
+        let o = t.as_object_mut().unwrap();
+        o.remove("name");
+        o.remove("execution");
+        t
+    };
+    for name in [
+        "echo",
+        "get-sum",
+        "get-structured-content",
+        "toggle-simulated-logging",
+    ] {
+        let upstream = direct["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("the server has no {name}: {direct}"));
+        let through = tools
+            .iter()
+            .find(|t| t["name"] == format!("everything_{name}"))
+            .unwrap_or_else(|| panic!("Writ offers no everything_{name}: {first}"));
+        assert_eq!(strip(through), strip(upstream), "{name}");
+    }
+    let weather_tool = tools
+        .iter()
+        .find(|t| t["name"] == "everything_get-structured-content")
+        .unwrap();
+    assert_eq!(weather_tool["title"], "Get Structured Content Tool");
+    assert!(weather_tool["outputSchema"]["properties"]["temperature"].is_object());
+
+    // Results as the server gave them; Writ's own data only in `_meta["writ/action"]`.
+    let mut weather = first["weather"].clone();
+    let meta = weather
+        .as_object_mut()
+        .unwrap()
+        .remove("_meta")
+        .unwrap_or_default();
+    assert_eq!(meta["writ/action"]["status"], "succeeded", "{meta}");
+    assert!(
+        meta["writ/action"]["action_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("act_"),
+        "{meta}"
+    );
+    let mut upstream_weather = direct["weather"].clone();
+    upstream_weather.as_object_mut().unwrap().remove("_meta");
+    assert_eq!(weather, upstream_weather);
+    assert_eq!(
+        weather["structuredContent"]["conditions"],
+        "Light rain / drizzle"
+    );
+
+    // A number with a fraction reaches the tool (policy read it as a Cedar decimal).
+    let sum = &first["sum"];
+    assert_ne!(sum["isError"], true, "{sum}");
+    assert!(common::text_of(sum).contains("3.5"), "{sum}");
 
     // A new grant for the agent: every open session hears that its tools may have changed.
     let (s, v) = api
@@ -354,7 +435,7 @@ async fn mcp_client_sees_upstream_tools(env: &Env, server: &Server, api: &Api, p
         second["tools"]
             .as_array()
             .unwrap()
-            .contains(&json!("everything.echo")),
+            .contains(&json!("everything_echo")),
         "{second}"
     );
 }
@@ -364,11 +445,21 @@ async fn mcp_client_sees_upstream_tools(env: &Env, server: &Server, api: &Api, p
 const LIST_CHANGED_CLIENT: &str = r#"
 import asyncio, json, sys
 import anyio
-from mcp import ClientSession, types
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
 import mcp.client.streamable_http as transport
 
 def dump(m):
     return m.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+async def direct(command):
+    # The same server without Writ: what its definitions and results are.
+    async with stdio_client(StdioServerParameters(command=command, args=[])) as streams:
+        async with ClientSession(streams[0], streams[1]) as s:
+            await s.initialize()
+            tools = await s.list_tools()
+            weather = await s.call_tool("get-structured-content", {"location": "Chicago"})
+            return {"tools": [dump(t) for t in tools.tools], "weather": dump(weather)}
 
 async def main():
     req = json.loads(sys.argv[1])
@@ -382,9 +473,13 @@ async def main():
             async with ClientSession(streams[0], streams[1], message_handler=on_message) as s:
                 init = await s.initialize()
                 tools = await s.list_tools()
-                call = await s.call_tool("everything.echo", {"message": "via mcp"})
+                call = await s.call_tool("everything_echo", {"message": "via mcp"})
+                weather = await s.call_tool("everything_get-structured-content", {"location": "Chicago"})
+                total = await s.call_tool("everything_get-sum", {"a": 2.5, "b": 1})
                 print(json.dumps({"tools": [dump(t) for t in tools.tools], "call": dump(call),
-                                  "caps": dump(init.capabilities)}), flush=True)
+                                  "weather": dump(weather), "sum": dump(total),
+                                  "caps": dump(init.capabilities),
+                                  "direct": await direct(req["everything"])}), flush=True)
                 with anyio.fail_after(30):
                     await changed.wait()
                 tools = await s.list_tools()

@@ -389,6 +389,7 @@ impl Connector for HttpConnector {
                 args_schema: op.config.args_schema.clone(),
                 credential: op.config.credential.as_ref().map(|c| c.name.clone()),
                 hints: None,
+                definition: None,
             })
             .collect()
     }

@@ -46,6 +46,11 @@ pub struct OperationInfo {
     pub credential: Option<String>,
     /// What the operation says of itself (an MCP tool's annotations), for policy.
     pub hints: Option<ToolHints>,
+    /// An upstream MCP tool's definition as the server listed it (title, output schema,
+    /// annotations, icons, `_meta`; credentials scrubbed), for Writ's own `tools/list` to pass on
+    /// unchanged; `None` for operations defined by configuration. Shared, as every call clones
+    /// its operation.
+    pub definition: Option<std::sync::Arc<serde_json::Map<String, Value>>>,
 }
 
 /// An MCP tool's behaviour hints, with the specification's defaults where the server says
@@ -139,6 +144,20 @@ pub trait Connector: Send + Sync {
     /// One operation, by name (every call looks one up: override when `operations` is costly).
     fn operation(&self, name: &str) -> Option<OperationInfo> {
         self.operations().into_iter().find(|o| o.name == name)
+    }
+
+    /// The name MCP clients of Writ (`/mcp`) call the operation by: `<connector>.<operation>`
+    /// unless the connector is configured otherwise (an MCP upstream's `tool_names`). The action
+    /// policy sees is `<connector>.<operation>` whatever this name is.
+    fn tool_name(&self, operation: &str) -> String {
+        format!("{}.{operation}", self.name())
+    }
+
+    /// The operation MCP tool `tool` names, if this connector offers it ([`Connector::tool_name`]
+    /// read backwards).
+    fn operation_of_tool(&self, tool: &str) -> Option<String> {
+        let operation = tool.strip_prefix(self.name())?.strip_prefix('.')?;
+        self.operation(operation).map(|o| o.name)
     }
 
     /// Checks arguments against the operation's schema, before policy sees them.

@@ -256,9 +256,11 @@ pub struct LimitsConfig {
     pub max_wait_secs: u64,
 }
 
-/// One connector under `[connectors.<name>]`.
+/// One connector under `[connectors.<name>]` (one value per connector, read at start: its size
+/// does not matter).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)]
 pub enum ConnectorConfig {
     Http(HttpConnectorConfig),
     /// An upstream MCP server whose tools become operations.
@@ -521,7 +523,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        crate::tool_names::check(&self.connectors).map_err(|why| invalid(origin, why))
     }
 }
 

@@ -11,7 +11,8 @@
 //! holds the token exchange, the grant check with its spend, and console passwords over the
 //! identity rows `writ-store` keeps; [`views`] are the read models every face shows, and
 //! [`reads`] is what a face may read of the store (the gateway's fields are private).
-//! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`).
+//! [`assemble`] builds a gateway from its configuration (`Gateway::from_config`); `tool_names`
+//! refuses a configuration in which two connectors would offer the same MCP tool name.
 
 pub mod admin;
 pub mod assemble;
@@ -26,6 +27,7 @@ pub mod oidc_sign_in;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod reads;
+mod tool_names;
 pub mod views;
 
 pub use config::{Config, ConfigError, ConnectorConfig};

@@ -281,6 +281,7 @@ impl EntityModel {
                 req.action
             ))
         })?;
+        check_numbers(&req.context.args, &mut String::new())?;
         let principal =
             EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&p.agent));
         let resource = EntityUid::from_type_name_and_id(
@@ -317,21 +318,44 @@ impl EntityModel {
                     ))
                 })?,
         };
-        let context = Context::from_json_value(
+        let context = match Context::from_json_value(
             self.context_json(&req.context),
             Some((&self.schema, &action)),
-        )
-        .map_err(|e| {
-            RequestError(format!(
-                "the context of `{}` does not match the policy schema: {e}",
-                req.action
-            ))
-        })?;
+        ) {
+            Ok(c) => c,
+            // An argument the schema declares `decimal` may come as an integer (`2` for `2.0`):
+            // every number is read as a decimal once more before refusing.
+            Err(e) => self.context_as_decimals(req, &action).ok_or_else(|| {
+                let hint = if has_fraction(&req.context.args) {
+                    " (an argument with a fraction reaches policy as a Cedar `decimal`: declare it \
+                     `decimal` in the schema)"
+                } else {
+                    ""
+                };
+                RequestError(format!(
+                    "the context of `{}` does not match the policy schema: {e}{hint}",
+                    req.action
+                ))
+            })?,
+        };
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| {
                 RequestError(format!("the request does not match the policy schema: {e}"))
             })?;
         Ok((request, entities))
+    }
+
+    /// The context with every number of the arguments read as a Cedar `decimal`, if the
+    /// arguments have a number and the schema accepts that reading.
+    fn context_as_decimals(&self, req: &PolicyRequest, action: &EntityUid) -> Option<Context> {
+        if !has_number(&req.context.args) {
+            return None;
+        }
+        let mut json = self.context_json(&req.context);
+        if let Some(args) = json.get_mut("args") {
+            *args = numbers_as_decimals(args);
+        }
+        Context::from_json_value(json, Some((&self.schema, action))).ok()
     }
 
     /// The request's entities built directly (unvalidated), or `None` when the plain reading of
@@ -425,7 +449,7 @@ impl EntityModel {
 
     fn context_json(&self, c: &RequestContext) -> Value {
         let mut m = Map::with_capacity(6);
-        m.insert("args".into(), c.args.clone());
+        m.insert("args".into(), decimals_as_extensions(&c.args));
         if let Some(grant) = &c.grant {
             m.insert("grant".into(), grant.clone());
         }
@@ -455,7 +479,10 @@ impl EntityModel {
 fn plain_value(v: &Value) -> Option<RestrictedExpression> {
     Some(match v {
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => RestrictedExpression::new_long(i),
+            None => RestrictedExpression::new_decimal(cedar_decimal(n).ok()?),
+        },
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Array(items) => RestrictedExpression::new_set(
             items.iter().map(plain_value).collect::<Option<Vec<_>>>()?,
@@ -472,6 +499,138 @@ fn plain_value(v: &Value) -> Option<RestrictedExpression> {
         }
         Value::Null => return None,
     })
+}
+
+/// The Cedar `decimal` text of a JSON number with a fraction (`2.5` → `"2.5"`), or why Cedar
+/// cannot hold it: a decimal has one to four digits after the point and lies within
+/// ±922337203685477.5807.
+fn cedar_decimal(n: &serde_json::Number) -> Result<String, String> {
+    let text = n.to_string();
+    if cedar_decimal_text(&text) {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{text} has a fraction, so policy reads it as a Cedar decimal, which holds at most \
+             4 digits after the point within ±922337203685477.5807"
+        ))
+    }
+}
+
+/// Whether `text` is a Cedar `decimal` literal: digits, a point, one to four digits, in range.
+fn cedar_decimal_text(text: &str) -> bool {
+    let Some((whole, fraction)) = text.split_once('.') else {
+        return false;
+    };
+    let digits = whole.strip_prefix('-').unwrap_or(whole);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !fraction.is_empty()
+        && fraction.len() <= 4
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+        && format!("{whole}{fraction:0<4}").parse::<i64>().is_ok()
+}
+
+/// Refuses, with the argument's JSON pointer, a number policy cannot read: a fraction that is not
+/// a Cedar decimal, or an integer beyond Cedar's 64-bit `Long`.
+fn check_numbers(v: &Value, at: &mut String) -> Result<(), RequestError> {
+    match v {
+        Value::Number(n) if n.as_i64().is_none() => {
+            let why = if n.is_f64() {
+                cedar_decimal(n).err()
+            } else {
+                Some(format!(
+                    "{n} is beyond the range of a Cedar Long (64-bit signed integer)"
+                ))
+            };
+            match why {
+                Some(why) => Err(RequestError(format!(
+                    "argument {}: {why}",
+                    if at.is_empty() { "/" } else { at.as_str() }
+                ))),
+                None => Ok(()),
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("/{i}"));
+                check_numbers(item, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            for (k, item) in m {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                check_numbers(item, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn has_number(v: &Value) -> bool {
+    match v {
+        Value::Number(_) => true,
+        Value::Array(items) => items.iter().any(has_number),
+        Value::Object(m) => m.values().any(has_number),
+        _ => false,
+    }
+}
+
+/// `v` with every number (integers too, as `2.0`) written as a Cedar `decimal`, where it is one.
+fn numbers_as_decimals(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => {
+            let text = match n.as_i64() {
+                Some(i) => format!("{i}.0"),
+                None => n.to_string(),
+            };
+            if cedar_decimal_text(&text) {
+                json!({"__extn": {"fn": "decimal", "arg": text}})
+            } else {
+                v.clone()
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_decimals).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_decimals(v)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+fn has_fraction(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(has_fraction),
+        Value::Object(m) => m.values().any(has_fraction),
+        _ => false,
+    }
+}
+
+/// `v` with each number that has a fraction written as Cedar's JSON form of a `decimal`
+/// (`{"__extn": {"fn": "decimal", "arg": "2.5"}}`), for the schema-guided parser.
+fn decimals_as_extensions(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => match cedar_decimal(n) {
+            Ok(text) => json!({"__extn": {"fn": "decimal", "arg": text}}),
+            Err(_) => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(decimals_as_extensions).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), decimals_as_extensions(v)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
 }
 
 fn plain_context(v: &Value) -> Option<Context> {
@@ -491,6 +650,35 @@ fn type_name(name: &str) -> EntityTypeName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_with_fractions_are_cedar_decimals_or_refused() {
+        for (json, decimal) in [
+            ("2.5", Some("2.5")),
+            ("-0.25", Some("-0.25")),
+            ("1.1234", Some("1.1234")),
+            ("922337203685477.5", Some("922337203685477.5")),
+            ("0.30000000000000004", None),
+            ("1e300", None),
+            ("9223372036854775.5", None),
+        ] {
+            let n: serde_json::Number = serde_json::from_str(json).unwrap();
+            assert_eq!(cedar_decimal(&n).ok().as_deref(), decimal, "{json}");
+        }
+        let args = json!({"a": 2.5, "list": [1, {"b": 0.123456}]});
+        let e = check_numbers(&args, &mut String::new()).unwrap_err();
+        assert!(
+            e.0.starts_with("argument /list/1/b: 0.123456 has a fraction"),
+            "{e:?}"
+        );
+        assert!(check_numbers(&json!({"a": 2.5, "b": 7}), &mut String::new()).is_ok());
+        let e = check_numbers(&json!({"n": u64::MAX}), &mut String::new()).unwrap_err();
+        assert!(e.0.contains("Cedar Long"), "{e:?}");
+        assert_eq!(
+            decimals_as_extensions(&json!({"a": [2.5, 3]})),
+            json!({"a": [{"__extn": {"fn": "decimal", "arg": "2.5"}}, 3]})
+        );
+    }
 
     #[test]
     fn time_reads_in_its_own_offset() {

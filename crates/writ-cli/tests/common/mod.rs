@@ -333,6 +333,7 @@ impl Env {
             child,
             url: String::new(),
             admin_key: None,
+            banner: Vec::new(),
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -346,6 +347,7 @@ impl Env {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .expect("writ serve did not print its banner in time");
+            server.banner.push(line.clone());
             if let Some(url) = line.strip_prefix("Writ is serving on ") {
                 server.url = url.trim().to_owned();
             } else if let Some(key) = line.trim().strip_prefix("WRIT_TOKEN=") {
@@ -365,6 +367,8 @@ pub struct Server {
     pub url: String,
     /// Printed only on the first start.
     pub admin_key: Option<String>,
+    /// The lines of the startup banner.
+    pub banner: Vec<String>,
 }
 
 impl Server {

@@ -47,6 +47,45 @@ pub struct McpConnectorConfig {
     /// Only these tools are offered (all the server lists, by default).
     #[serde(default)]
     pub tools: Option<Vec<String>>,
+    /// How MCP clients of Writ see the tools' names (the policy action is always
+    /// `<upstream>.<tool>`).
+    #[serde(default)]
+    pub tool_names: ToolNames,
+}
+
+/// `tool_names`: the names under which Writ's `/mcp` offers an upstream's tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolNames {
+    /// `<upstream>_<tool>`: distinct across upstreams, and within the tool-name rule of LLM APIs
+    /// (`^[a-zA-Z0-9_-]{1,64}$`) as long as it is at most 64 characters.
+    #[default]
+    Prefixed,
+    /// The upstream's own names, unchanged (what a client written for that server calls). A name
+    /// that two connectors offer is offered by neither.
+    Upstream,
+    /// `<upstream>.<tool>`, the form of Writ's own connectors; several LLM APIs refuse the dot.
+    Dotted,
+}
+
+impl ToolNames {
+    /// The MCP name of `tool` of upstream `upstream`.
+    pub fn name(self, upstream: &str, tool: &str) -> String {
+        match self {
+            ToolNames::Prefixed => format!("{upstream}_{tool}"),
+            ToolNames::Upstream => tool.to_owned(),
+            ToolNames::Dotted => format!("{upstream}.{tool}"),
+        }
+    }
+
+    /// The upstream tool MCP name `name` stands for, if it has this form.
+    pub fn tool<'a>(self, upstream: &str, name: &'a str) -> Option<&'a str> {
+        match self {
+            ToolNames::Prefixed => name.strip_prefix(upstream)?.strip_prefix('_'),
+            ToolNames::Upstream => Some(name),
+            ToolNames::Dotted => name.strip_prefix(upstream)?.strip_prefix('.'),
+        }
+    }
 }
 
 fn default_timeout_ms() -> u64 {

@@ -3,7 +3,8 @@
 //! Writ is the MCP *client* here. An upstream is declared in `writ.toml` as a stdio command (with
 //! arguments and environment) or a Streamable HTTP URL (with headers). Writ connects in the
 //! background, lists the server's tools, and offers each as the operation `<upstream>.<tool>`
-//! with its input schema; the tool's annotations (`readOnlyHint`, `destructiveHint`,
+//! with its input schema and its definition as listed (for Writ's `/mcp`, which names it by the
+//! connector's `tool_names`: `<upstream>_<tool>`, the upstream's own name, or `<upstream>.<tool>`); the tool's annotations (`readOnlyHint`, `destructiveHint`,
 //! `idempotentHint`, `openWorldHint`, with the specification's defaults when absent) become
 //! [`ToolHints`], which the gateway puts in the policy context. A call goes to the upstream only
 //! after the pipeline allowed it.
@@ -28,7 +29,7 @@ mod connection;
 pub mod http_client;
 
 pub use config::{
-    CredentialSetting, CredentialSource, McpConnectorConfig, ResourceConfig, Setting,
+    CredentialSetting, CredentialSource, McpConnectorConfig, ResourceConfig, Setting, ToolNames,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -234,6 +235,10 @@ impl Shared {
                         args_schema: schema,
                         credential: None,
                         hints: Some(hints),
+                        definition: match serde_json::to_value(&tool) {
+                            Ok(Value::Object(o)) => Some(Arc::new(o)),
+                            _ => None,
+                        },
                     },
                     validator,
                     definition,
@@ -266,6 +271,23 @@ impl Connector for McpConnector {
 
     fn operation(&self, name: &str) -> Option<OperationInfo> {
         self.shared.read().tools.get(name).map(|t| t.info.clone())
+    }
+
+    fn tool_name(&self, operation: &str) -> String {
+        self.shared
+            .config
+            .tool_names
+            .name(&self.shared.name, operation)
+    }
+
+    fn operation_of_tool(&self, tool: &str) -> Option<String> {
+        let shared = &self.shared;
+        let operation = shared.config.tool_names.tool(&shared.name, tool)?;
+        shared
+            .read()
+            .tools
+            .contains_key(operation)
+            .then(|| operation.to_owned())
     }
 
     fn validate(&self, operation: &str, args: &Value) -> Result<(), ConnectorError> {

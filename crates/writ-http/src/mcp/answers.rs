@@ -1,7 +1,8 @@
 //! Actions as MCP answers: tool results, tool errors and tasks.
 
 use rmcp::model::{
-    CallToolResult, ContentBlock, DetailedTask, JsonObject, Task, TaskPayload, TaskStatus,
+    CallToolResult, ContentBlock, DetailedTask, JsonObject, MetaObject, ResultType, Task,
+    TaskPayload, TaskStatus,
 };
 use serde_json::{Value, json};
 use writ_store::{ActionRow, ActionState, ApprovalRow};
@@ -86,25 +87,36 @@ pub(super) fn upstream_tool_result(body: &Value) -> Option<CallToolResult> {
     serde_json::from_value(body.clone()).ok()
 }
 
-/// An upstream tool's answer as it came (`content` built into a success or an error by `make`),
-/// with the action's id and status beside its own structured content.
-pub(super) fn passed_through(
-    make: fn(Vec<ContentBlock>) -> CallToolResult,
-    upstream: CallToolResult,
-    id: &str,
-    status: &str,
-) -> CallToolResult {
-    let mut r = make(upstream.content);
-    r.structured_content = Some(json!({
-        "action_id": id,
-        "status": status,
-        "result": upstream.structured_content,
-    }));
+/// Writ's own key in a result's `_meta`: the action the answer is about (`action_id`, `status`).
+pub(super) const META_KEY: &str = "writ/action";
+
+/// `r` with the action's id and status under Writ's own `_meta` key; the rest of `_meta` (an
+/// upstream's own keys) is kept.
+fn with_action(mut r: CallToolResult, id: &str, status: &str) -> CallToolResult {
+    // An upstream on an older revision sends no `resultType`; 2026-07-28 requires it (rmcp
+    // leaves it out again for clients of older revisions).
+    r.result_type.get_or_insert(ResultType::COMPLETE);
+    r.meta
+        .get_or_insert_with(MetaObject::new)
+        .0
+        .insert(META_KEY.into(), json!({"action_id": id, "status": status}));
     r
 }
 
-/// What the model is told about an action, by its state.
+/// What the model is told about an action, by its state; Writ's data about the action in
+/// `_meta` under [`META_KEY`].
 pub(super) fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult {
+    with_action(
+        state_answer(action, approval),
+        action.id.as_str(),
+        action.state.as_str(),
+    )
+}
+
+/// An upstream MCP tool's result comes back as the upstream sent it (content, `isError`,
+/// `structuredContent`, `_meta`); any other connector's answer is JSON text with Writ's
+/// structured summary.
+fn state_answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> CallToolResult {
     let result = action.result.clone().unwrap_or(Value::Null);
     let verdict = result.get("verdict").cloned().unwrap_or(Value::Null);
     let id = action.id.as_str();
@@ -119,7 +131,7 @@ pub(super) fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> Call
             // An upstream MCP tool's own content blocks go back as they came (text, images,
             // resource links); any other connector's answer as JSON text.
             if let Some(upstream) = upstream_tool_result(&body) {
-                return passed_through(CallToolResult::success, upstream, id, status);
+                return upstream;
             }
             let mut r = CallToolResult::success(vec![ContentBlock::text(body.to_string())]);
             r.structured_content = Some(json!({"action_id": id, "status": status, "result": body}));
@@ -209,7 +221,7 @@ pub(super) fn answer(action: &ActionRow, approval: Option<&ApprovalRow>) -> Call
                 .and_then(upstream_tool_result);
             if let Some(upstream) = upstream.filter(|_| action.state == ActionState::Failed) {
                 // The upstream tool reported an error (`isError`): its own words, for the model.
-                return passed_through(CallToolResult::error, upstream, id, status);
+                return upstream;
             }
             let text = if action.state == ActionState::OutcomeUnknown {
                 format!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use writ_gateway::Gateway;
@@ -13,7 +13,7 @@ use writ_gateway::pipeline::Caller;
 use crate::api::extract::authenticate;
 use crate::error::ApiError;
 
-use super::GRANT_HEADER;
+use super::{GRANT_HEADER, wire};
 
 /// The host part of a URL (`https://writ.example:8443/x` → `writ.example`), lowercased.
 fn url_host(url: &str) -> Option<String> {
@@ -99,6 +99,12 @@ impl SessionOwners {
             .is_none_or(|(_, owner)| *owner == Self::principal(caller))
     }
 
+    /// Whether session `id` was opened here and not closed since.
+    fn knows(&self, id: &str) -> bool {
+        let map = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        map.by_id.contains_key(id)
+    }
+
     fn opened(&self, id: String, caller: &Caller) {
         let mut map = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.next;
@@ -132,11 +138,7 @@ pub(super) struct Guarded {
 
 /// Origin check, then authentication, then the session's owner; the caller goes into the
 /// request for the MCP handler.
-pub(super) async fn guard(
-    State(guarded): State<Guarded>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub(super) async fn guard(State(guarded): State<Guarded>, req: Request, next: Next) -> Response {
     let gw = &guarded.gw;
     if let Some(origin) = req.headers().get(header::ORIGIN)
         && !origin_allowed(gw.public_url(), gw.allowed_origins(), origin)
@@ -166,12 +168,28 @@ pub(super) async fn guard(
                 .into_response();
             }
             let delete = req.method() == axum::http::Method::DELETE;
+            if delete
+                && let Some(id) = &session
+                && !guarded.sessions.knows(id)
+            {
+                // rmcp answers 202 for any id; an unknown or ended session is 404, as for a POST.
+                return ApiError::not_found("session not found: no open MCP session has this id")
+                    .into_response();
+            }
+            let (mut req, initialize) =
+                match wire::read_message(req, gw.limits().max_body_bytes).await {
+                    Ok(r) => r,
+                    Err(answer) => return answer,
+                };
+            let primes = wire::primes(req.headers(), initialize.as_deref());
             let opener = caller.clone();
             req.extensions_mut().insert(caller);
-            let response = next.run(req).await;
+            let mut response = next.run(req).await;
             match (&session, response.headers().get(SESSION_HEADER)) {
                 (Some(id), _) if delete && response.status().is_success() => {
-                    guarded.sessions.closed(id)
+                    guarded.sessions.closed(id);
+                    // The session is gone; there is nothing to accept later (rmcp says 202).
+                    *response.status_mut() = StatusCode::NO_CONTENT;
                 }
                 (None, Some(new)) => {
                     if let Ok(new) = new.to_str() {
@@ -180,7 +198,11 @@ pub(super) async fn guard(
                 }
                 _ => {}
             }
-            response
+            if primes {
+                response
+            } else {
+                wire::without_priming(response)
+            }
         }
         Err(e) if e.status == 401 => {
             let mut response = e.into_response();

@@ -1,7 +1,9 @@
 //! Writ as an MCP server: `/mcp` over Streamable HTTP, a thin layer over [`writ_gateway::pipeline`].
 //!
-//! Every connector operation the caller's grant covers is a tool named `<connector>.<operation>`
-//! (the operation's description, its argument schema as `inputSchema`), plus
+//! Every connector operation the caller's grant covers is a tool (an upstream MCP tool's
+//! definition as its server listed it; otherwise the operation's description and its argument
+//! schema as `inputSchema`), named as its connector says (`<connector>.<operation>`, or an MCP
+//! upstream's `tool_names`: `<upstream>_<tool>` by default), plus
 //! `writ.action_status` to ask about an action that was pending. A tool call is an action: it
 //! goes through the same pipeline as `POST /v1/actions` (grant, policy, approval, credential
 //! injection, audit), so a denial comes back as a tool error whose text gives the policy and its
@@ -15,8 +17,9 @@
 //! id: `tasks/get` reports it working (and what it waits for) until the action is final, then
 //! completed with the same result a direct call would have had. Every session hears
 //! `notifications/tools/list_changed` when an upstream's tools, the policy bundle or a grant
-//! change. Upstream MCP tools' annotations are passed on, and their results' content blocks come
-//! back as the upstream sent them.
+//! change. Upstream MCP tools' results come back as the upstream sent them; every result carries
+//! its action (`action_id`, `status`) in `_meta["writ/action"]`. An unknown tool is JSON-RPC
+//! -32602.
 //!
 //! Before the MCP layer sees a request: a browser `Origin` other than the server's own host is
 //! refused (403, DNS-rebinding protection), then the bearer credential is checked the way the
@@ -26,12 +29,16 @@
 
 //!
 //! Files: `guard.rs` checks each request before rmcp sees it (origin, credential, the session's
-//! owner); `tools.rs` is the MCP server itself (tools, calls, tasks); `answers.rs` turns actions
+//! owner); `wire.rs` reads each POST as one JSON-RPC message (parse errors, batches) and keeps
+//! SSE priming events from revisions that do not define them; `tools.rs` is the MCP server itself
+//! (tools, calls, tasks); `names.rs` maps MCP tool names to actions; `answers.rs` turns actions
 //! into MCP results and tasks.
 
 mod answers;
 mod guard;
+mod names;
 mod tools;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,6 +18,7 @@ use writ_gateway::pipeline::{self, ActionRequest, Caller};
 use writ_store::{ActionRow, ApprovalRow};
 
 use super::answers::*;
+use super::names;
 use super::{INSTRUCTIONS, MAX_APPROVAL_WAIT, PROGRESS_EVERY, STATUS_TOOL};
 
 /// The MCP server: one per session, all sharing the gateway.
@@ -131,31 +132,45 @@ impl ServerHandler for WritMcp {
             .map_err(|e| internal(e.into()))?;
         let patterns = grant.map(|g| g.grant.spec.actions).unwrap_or_default();
         let mut tools = Vec::new();
-        for (name, connector) in self.gw.connectors() {
-            for op in connector.operations() {
-                let tool_name = format!("{name}.{}", op.name);
-                let granted = patterns
-                    .iter()
-                    .any(|p| writ_identity::grant::action_matches(p, &tool_name));
-                if !granted || caller.token_allows(&tool_name).is_err() {
-                    continue;
-                }
-                let schema = match op.args_schema {
-                    Value::Object(o) => o,
-                    _ => object_schema(json!({"type": "object"})),
-                };
-                let mut tool = Tool::new(tool_name, op.description, schema);
-                if let Some(h) = op.hints {
-                    tool = tool.with_annotations(
-                        ToolAnnotations::new()
-                            .read_only(h.read_only)
-                            .destructive(h.destructive)
-                            .idempotent(h.idempotent)
-                            .open_world(h.open_world),
-                    );
-                }
-                tools.push(tool);
+        for (tool_name, connector, op) in names::offered(self.gw.connectors()) {
+            // Grants and policy speak of actions, `<connector>.<operation>`, whatever the name.
+            let action = format!("{connector}.{}", op.name);
+            let granted = patterns
+                .iter()
+                .any(|p| writ_identity::grant::action_matches(p, &action));
+            if !granted || caller.token_allows(&action).is_err() {
+                continue;
             }
+            // An upstream MCP tool as its server defined it (title, output schema, annotations,
+            // icons, `_meta`), under the name Writ offers it by.
+            if let Some(definition) = op.definition {
+                let mut definition = (*definition).clone();
+                definition.insert("name".into(), Value::String(tool_name.clone()));
+                match serde_json::from_value::<Tool>(Value::Object(definition)) {
+                    Ok(tool) => {
+                        tools.push(tool);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tool = %tool_name, error = %e, "an upstream tool's definition could not be passed on; offering its name, description and schema");
+                    }
+                }
+            }
+            let schema = match op.args_schema {
+                Value::Object(o) => o,
+                _ => object_schema(json!({"type": "object"})),
+            };
+            let mut tool = Tool::new(tool_name, op.description, schema);
+            if let Some(h) = op.hints {
+                tool = tool.with_annotations(
+                    ToolAnnotations::new()
+                        .read_only(h.read_only)
+                        .destructive(h.destructive)
+                        .idempotent(h.idempotent)
+                        .open_world(h.open_world),
+                );
+            }
+            tools.push(tool);
         }
         tools.push(Tool::new(
             STATUS_TOOL,
@@ -181,15 +196,7 @@ impl ServerHandler for WritMcp {
         if request.name == STATUS_TOOL {
             return Ok(self.action_status(&caller, &args).await?.into());
         }
-        let Some((connector, operation)) = request.name.split_once('.') else {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool {:?}; tools are named <connector>.<operation>",
-                    request.name
-                ),
-                None,
-            ));
-        };
+        let (connector, operation) = names::resolve(&self.gw, &request.name)?;
         // rmcp hands a request's `_meta` to the handler in the context; the params may keep it.
         let metas = [
             serde_json::to_value(&ctx.meta).unwrap_or(Value::Null),
@@ -202,8 +209,8 @@ impl ServerHandler for WritMcp {
                 .map(str::to_owned)
         };
         let action = ActionRequest {
-            connector: connector.to_owned(),
-            operation: operation.to_owned(),
+            connector,
+            operation,
             args,
             intent: text("intent").unwrap_or_default(),
             rationale: text("rationale").unwrap_or_default(),
