@@ -11,9 +11,10 @@ use maud::{Markup, html};
 use writ_gateway::Gateway;
 use writ_gateway::auth::Who;
 use writ_gateway::views;
-use writ_store::{ActionRow, ActionState, EntryFilter};
+use writ_store::{ActionRow, EntryFilter};
 
 use super::chart::chart;
+use super::chart::verdict_of;
 use super::layout::layout;
 use super::session::SignedIn;
 use super::{Console, CsrfForm, error_page, html};
@@ -88,18 +89,6 @@ async fn search_actions(
         rows.retain(|a| a.grant.as_deref() == Some(grant.as_str()));
     }
     Ok(rows)
-}
-
-/// The verdict an action's state stands for, as the API's `verdict=` filter reads it.
-pub(crate) fn verdict_of(state: ActionState) -> &'static str {
-    match state {
-        ActionState::Succeeded
-        | ActionState::Failed
-        | ActionState::Executing
-        | ActionState::OutcomeUnknown => "allow",
-        ActionState::Denied | ActionState::Rejected => "deny",
-        ActionState::PendingApproval | ActionState::Expired => "approval",
-    }
 }
 
 /// The log's state, for the explorer's header.

@@ -1,9 +1,7 @@
 //! The audit explorer's chart: actions by verdict per hour or day, as inline SVG.
 
 use maud::{Markup, html};
-use writ_store::ActionRow;
-
-use super::audit::verdict_of;
+use writ_store::{ActionRow, ActionState};
 
 /// The verdicts the chart stacks, bottom to top, with their colours.
 const VERDICTS: &[(&str, &str)] = &[
@@ -98,6 +96,18 @@ pub(super) fn chart(rows: &[ActionRow]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The verdict an action's state stands for, as the API's `verdict=` filter reads it.
+pub(crate) fn verdict_of(state: ActionState) -> &'static str {
+    match state {
+        ActionState::Succeeded
+        | ActionState::Failed
+        | ActionState::Executing
+        | ActionState::OutcomeUnknown => "allow",
+        ActionState::Denied | ActionState::Rejected => "deny",
+        ActionState::PendingApproval | ActionState::Expired => "approval",
     }
 }
 
